@@ -1,0 +1,137 @@
+"""The command line: parse, build a Config, hand it to the engine.
+
+Kept thin and cheap to import: the engine, watchdog and rich load only inside
+the commands that need them, so ``ckptwatch --help`` stays fast. A user error
+is one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from . import __version__
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+
+
+def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Eager: read ckptwatch.toml into click's default_map, below flags and environment."""
+    import os
+
+    from .config import ConfigError, load_toml
+
+    path = value or ("ckptwatch.toml" if os.path.isfile("ckptwatch.toml") else None)
+    if path is None:
+        return None
+    try:
+        run_options, listener_settings = load_toml(path)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    ctx.default_map = {**(ctx.default_map or {}), **run_options}
+    ctx.meta["listener_settings"] = listener_settings
+    return path
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="ckptwatch")
+def cli() -> None:
+    """Run listeners on each checkpoint save of any training job, and stop it on request.
+
+    TensorFlow's CheckpointSaverListener (begin, before_save, after_save, end),
+    out of process: ckptwatch watches the checkpoint directory, reads the save
+    markers the framework writes, and runs the executables in listeners.d/.
+    """
+
+
+@cli.command(context_settings={"show_default": True})
+@click.argument("dir", type=click.Path(file_okay=False, path_type=str))
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- COMMAND [ARGS]...]")
+@click.option("-l", "--listeners", "listeners", multiple=True, envvar="CKPTWATCH_LISTENERS",
+              type=click.Path(path_type=str), show_default=False,
+              help="A listener directory or a single executable; repeatable. Default: ./listeners.d when it "
+              "exists. Env CKPTWATCH_LISTENERS (':'-separated).")
+@click.option("--layout", envvar="CKPTWATCH_LAYOUT", default="auto",
+              help="auto, or a layout name (see 'ckptwatch layouts').")
+@click.option("--stop-file", envvar="CKPTWATCH_STOP_FILE", type=click.Path(dir_okay=False, path_type=str),
+              help="Written when a listener asks training to stop.  [default: DIR/ckptwatch.stop]")
+@click.option("--state-dir", envvar="CKPTWATCH_STATE_DIR", type=click.Path(file_okay=False, path_type=str),
+              help="Where the journal lives (needed when DIR is read-only).  [default: DIR/.ckptwatch]")
+@click.option("--config", "config_file", envvar="CKPTWATCH_CONFIG", is_eager=True, expose_value=True,
+              type=click.Path(dir_okay=False, path_type=str), callback=_load_config_file,
+              help="A ckptwatch.toml.  [default: ./ckptwatch.toml when it exists]")
+@click.option("--once", is_flag=True, envvar="CKPTWATCH_ONCE",
+              help="Deliver what DIR holds now, fire end, exit (for CI and cron).")
+@click.option("--idle-timeout", envvar="CKPTWATCH_IDLE_TIMEOUT", type=click.FloatRange(0, min_open=True),
+              metavar="SECONDS", help="End the session when no save has committed for this long.")
+@click.option("--listener-timeout", envvar="CKPTWATCH_LISTENER_TIMEOUT", type=click.FloatRange(0, min_open=True),
+              metavar="SECONDS", help="Kill a listener run (its whole process group) after this long.")
+@click.option("--shutdown-timeout", envvar="CKPTWATCH_SHUTDOWN_TIMEOUT", type=click.FloatRange(0), default=20.0,
+              metavar="SECONDS", help="On SIGTERM/SIGINT, how long queued listener runs may still run before end.")
+@click.option("--log-format", envvar="CKPTWATCH_LOG_FORMAT", type=click.Choice(["auto", "text", "json"]),
+              default="auto", help="auto: rich on a terminal, plain lines otherwise; json: JSON lines.")
+@click.pass_context
+def run(ctx: click.Context, **options: Any) -> None:
+    """Watch DIR and run listeners at begin, before_save, after_save and end.
+
+    \b
+    Examples:
+      ckptwatch run runs/demo -- python examples/train.py runs/demo
+      ckptwatch run /ckpt --once -l listeners.d      # CI: deliver what is there, then end
+    """
+    from .config import Config, ConfigError
+    from .console import setup_logging
+    from .engine import UsageError, run as run_engine
+
+    options.pop("config_file")
+    options["listeners"] = tuple(options["listeners"])
+    options["command"] = tuple(options["command"])
+    try:
+        config = Config(listener_settings=ctx.meta.get("listener_settings", {}), **options)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    logging_thread = setup_logging(config.log_format)
+    try:
+        status = run_engine(config)
+    except UsageError as exc:
+        logging_thread.stop()
+        raise click.UsageError(str(exc)) from None
+    logging_thread.stop()
+    ctx.exit(status)
+
+
+@cli.command("layouts")
+def layouts_command() -> None:
+    """List the layouts: what each treats as a save starting and as its commit."""
+    from .layouts import REGISTRY, layout_class
+
+    rows = [(name, layout_class(name)) for name in REGISTRY]
+    width = max(len(name) for name, _ in rows)
+    for name, cls in rows:
+        click.echo(f"{name:<{width}}  {cls.framework}")
+        click.echo(f"{'':<{width}}    starts:  {cls.starts}")
+        click.echo(f"{'':<{width}}    commits: {cls.commits}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, turning user errors into one line and exit 2."""
+    try:
+        cli.main(args=argv, prog_name="ckptwatch", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.Abort:
+        click.echo("ckptwatch: aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        command = exc.ctx.command_path if getattr(exc, "ctx", None) else "ckptwatch"
+        click.echo(f"{command}: error: {exc.format_message()}", err=True)
+        return EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""One frozen, typed Config that every module reads.
+
+Settings come in layers: command-line flags win over the environment
+(``CKPTWATCH_<OPTION>``), which wins over ``ckptwatch.toml``, which wins over
+the defaults. Click resolves the first three (the file becomes its
+``default_map``); :func:`load_toml` reads the file, and ``Config`` can be built
+without click for tests and embedding.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["Config", "ConfigError", "LogFormat", "load_toml", "RUN_KEYS"]
+
+LogFormat = Literal["auto", "text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("auto", "text", "json")
+
+#: Keys of the ``[run]`` table of ckptwatch.toml (the options of ``ckptwatch run``).
+RUN_KEYS = frozenset(
+    {
+        "listeners",
+        "layout",
+        "stop_file",
+        "state_dir",
+        "once",
+        "idle_timeout",
+        "listener_timeout",
+        "shutdown_timeout",
+        "log_format",
+    }
+)
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Config:
+    dir: str
+    listeners: tuple[str, ...] = ()
+    layout: str = "auto"
+    stop_file: str | None = None
+    state_dir: str | None = None
+    once: bool = False
+    idle_timeout: float | None = None
+    listener_timeout: float | None = None
+    shutdown_timeout: float = 20.0
+    log_format: LogFormat = "auto"
+    command: tuple[str, ...] = ()
+    #: Per-listener settings from ``[listener.NAME]`` tables: events, timeout.
+    listener_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: How often to scan even without a notification (lost events are found then).
+    rescan_interval: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("idle_timeout", "listener_timeout"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{name.replace('_', '-')} must be more than 0 seconds, not {value:g}")
+        if self.shutdown_timeout < 0:
+            raise ConfigError(f"shutdown-timeout must be 0 or more seconds, not {self.shutdown_timeout:g}")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log-format must be one of {', '.join(LOG_FORMATS)}, not {self.log_format!r}")
+
+    @property
+    def directory(self) -> str:
+        return os.path.abspath(self.dir)
+
+    @property
+    def stop_path(self) -> str:
+        return os.path.abspath(self.stop_file) if self.stop_file else os.path.join(self.directory, "ckptwatch.stop")
+
+    @property
+    def state_path(self) -> str:
+        return os.path.abspath(self.state_dir) if self.state_dir else os.path.join(self.directory, ".ckptwatch")
+
+    @property
+    def listener_paths(self) -> tuple[str, ...]:
+        """The listener locations, defaulting to ``./listeners.d`` when it exists."""
+        if self.listeners:
+            return self.listeners
+        return ("listeners.d",) if os.path.isdir("listeners.d") else ()
+
+
+def load_toml(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``(run options, per-listener settings)`` from a ckptwatch.toml.
+
+    The file has a ``[run]`` table with the options of ``ckptwatch run``
+    (``-`` or ``_`` in names) and ``[listener.NAME]`` tables with ``events``
+    and ``timeout``.
+    """
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
+    unknown_tables = sorted(set(data) - {"run", "listener"})
+    if unknown_tables:
+        raise ConfigError(f"config {path}: unknown table(s) {', '.join(unknown_tables)}; use [run] and [listener.NAME]")
+    run = {key.replace("-", "_"): value for key, value in data.get("run", {}).items()}
+    unknown = sorted(set(run) - RUN_KEYS)
+    if unknown:
+        raise ConfigError(f"config {path}: unknown [run] key(s) {', '.join(unknown)}; known: {', '.join(sorted(RUN_KEYS))}")
+    if isinstance(run.get("listeners"), str):
+        run["listeners"] = [run["listeners"]]
+    listeners: dict[str, dict[str, Any]] = {}
+    for name, table in data.get("listener", {}).items():
+        if not isinstance(table, dict) or set(table) - {"events", "timeout"}:
+            raise ConfigError(f"config {path}: [listener.{name}] takes only events and timeout")
+        listeners[name] = table
+    return run, listeners

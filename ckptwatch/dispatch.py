@@ -1,0 +1,312 @@
+"""Fanning events out: one FIFO and one worker thread per listener.
+
+A slow listener delays only its own queue; saves keep being observed and the
+other listeners keep running. A :class:`Delivery` is one event handed to its
+listeners; when the last of them has finished, the stop file is written if
+any asked (exit 3 from ``after_save``), as ``CheckpointSaverHook._save`` runs
+every listener and ORs their answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .console import emit
+from .events import Event
+from .journal import Journal, PendingRun
+from .listeners import ListenerSpec
+from .runner import RunOutcome, process_start_ticks, run_listener
+from .stopfile import StopRequest, write_stop_file
+
+__all__ = ["Dispatcher", "RunContext"]
+
+
+@dataclass
+class RunContext:
+    """What every listener run is told besides the event itself."""
+
+    dir: str
+    stop_file: str
+    run_id: str
+    layout: str = ""
+    base_env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    def path(self, rel: str | None) -> str:
+        return os.path.join(self.dir, rel) if rel else ""
+
+
+class Delivery:
+    """One event for a set of listeners; collects their stop requests."""
+
+    def __init__(self, event: Event, event_id: int | None, listeners: list[str], on_stop: Callable[[Delivery], None]):
+        self.event = event
+        self.event_id = event_id
+        self._remaining = len(listeners)
+        self._lock = threading.Lock()
+        self._on_stop = on_stop
+        self.stop_requests: list[tuple[str, str]] = []
+
+    def finished(self, listener: str, outcome: RunOutcome | None) -> None:
+        with self._lock:
+            if outcome is not None and outcome.status == "stop":
+                self.stop_requests.append((listener, outcome.last_line))
+            self._remaining -= 1
+            last = self._remaining == 0
+        if last and self.stop_requests:
+            self._on_stop(self)
+
+
+@dataclass
+class _Job:
+    delivery: Delivery
+    attempt: int = 1
+
+
+class Dispatcher:
+    def __init__(self, listeners: list[ListenerSpec], journal: Journal, context: RunContext) -> None:
+        self.listeners = listeners
+        self.journal = journal
+        self.context = context
+        self.failures = 0
+        self.stop_written: StopRequest | None = None
+        self._queues: dict[str, queue.SimpleQueue[_Job | None]] = {s.name: queue.SimpleQueue() for s in listeners}
+        self._cancel = threading.Event()
+        self._outstanding = 0
+        self._idle = threading.Condition()
+        self._threads = [
+            threading.Thread(target=self._work, args=(spec,), name=f"listener {spec.name}", daemon=True)
+            for spec in listeners
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    # Submitting ----------------------------------------------------------------
+
+    def dispatch(self, event: Event) -> int:
+        """Queue ``event`` for each listener that subscribes to it; how many did."""
+        wanted = [spec.name for spec in self.listeners if spec.wants(event.name)]
+        event_id = None
+        if event.name in ("before_save", "after_save"):
+            event_id = self.journal.record_event(event, tuple(wanted), self.context.run_id).id
+        if wanted:
+            delivery = Delivery(event, event_id, wanted, self._write_stop)
+            for name in wanted:
+                self._submit(name, _Job(delivery))
+        return len(wanted)
+
+    def resume(self, pending: list[PendingRun]) -> None:
+        """Queue runs an earlier session left unfinished (``retry`` when they had started)."""
+        known = {spec.name for spec in self.listeners}
+        deliveries: dict[int, Delivery] = {}
+        for run in pending:
+            if run.listener not in known:
+                emit("info", f"listener {run.listener} is gone; its unfinished {run.queued.event.name} "
+                     f"for step {run.queued.event.step} is dropped", logging.WARNING)
+                continue
+            if run.pgid and run.attempt > 1:
+                _kill_leftover(run)
+            names = [n for n in run.queued.listeners if n in known]
+            delivery = deliveries.setdefault(
+                run.queued.id, Delivery(run.queued.event, run.queued.id, names, self._write_stop)
+            )
+            self._submit(run.listener, _Job(delivery, run.attempt))
+        if pending:
+            emit("info", f"resuming {len(pending)} listener run(s) left unfinished by an earlier session")
+
+    def _submit(self, name: str, job: _Job) -> None:
+        with self._idle:
+            self._outstanding += 1
+        self._queues[name].put(job)
+
+    # Waiting and stopping ------------------------------------------------------
+
+    def drain(self, timeout: float | None, abort: Callable[[], bool] = lambda: False) -> bool:
+        """Wait until every queued run has finished; False on timeout or abort."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            while self._outstanding:
+                if abort() or (deadline is not None and time.monotonic() >= deadline):
+                    return False
+                self._idle.wait(0.05)
+        return True
+
+    def cancel(self) -> int:
+        """Cut off running runs and drop queued ones (kept in the journal); how many."""
+        self._cancel.set()
+        dropped = 0
+        for q in self._queues.values():
+            while True:
+                try:
+                    job = q.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    dropped += 1
+                    self._done(job.delivery, "", None)
+        return dropped
+
+    def resume_after_cancel(self) -> None:
+        self._cancel.clear()
+
+    def close(self) -> None:
+        for q in self._queues.values():
+            q.put(None)
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    # The workers ---------------------------------------------------------------
+
+    def _work(self, spec: ListenerSpec) -> None:
+        jobs = self._queues[spec.name]
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            outcome = None
+            try:
+                outcome = self._run(spec, job)
+            except Exception as exc:  # noqa: BLE001 - one broken run must not stop the queue
+                self.failures += 1
+                emit("run", f"{spec.name} {job.delivery.event.name}: could not run: {exc}", logging.ERROR,
+                     listener=spec.name, outcome="failed")
+            finally:
+                self._done(job.delivery, spec.name, outcome)
+
+    def _done(self, delivery: Delivery, name: str, outcome: RunOutcome | None) -> None:
+        delivery.finished(name, outcome)
+        with self._idle:
+            self._outstanding -= 1
+            self._idle.notify_all()
+
+    def _run(self, spec: ListenerSpec, job: _Job) -> RunOutcome | None:
+        event, event_id = job.delivery.event, job.delivery.event_id
+        ctx = self.context
+        if self._cancel.is_set():
+            return None
+        if event_id is not None and event.marker and not os.path.lexists(ctx.path(event.marker)):
+            self._vanished(spec, job)
+            return None
+        retry = job.attempt > 1
+        last_handled = None
+        if event.name == "end":
+            status = self.journal.after_save_status(event.identity, spec.name) if event.identity else None
+            last_handled = status in ("done", "stop")
+        payload = {
+            "event": event.name,
+            "step": event.step,
+            "checkpoint": ctx.path(event.checkpoint) or None,
+            "dir": ctx.dir,
+            "layout": ctx.layout,
+            "stop_file": ctx.stop_file,
+            "run_id": ctx.run_id,
+            "retry": retry,
+            "attempt": job.attempt,
+        }
+        if event.name == "before_save":
+            payload["observed"] = event.observed
+        if event.name == "end":
+            payload["last_step_handled"] = last_handled
+        env = dict(ctx.base_env)
+        env.update(
+            CKPTWATCH_EVENT=event.name,
+            CKPTWATCH_STEP="" if event.step is None else str(event.step),
+            CKPTWATCH_DIR=ctx.dir,
+            CKPTWATCH_CHECKPOINT=ctx.path(event.checkpoint),
+            CKPTWATCH_LAYOUT=ctx.layout,
+            CKPTWATCH_STOP_FILE=ctx.stop_file,
+            CKPTWATCH_RUN_ID=ctx.run_id,
+            CKPTWATCH_RETRY="1" if retry else "0",
+            CKPTWATCH_LAST_STEP_HANDLED="" if last_handled is None else str(int(last_handled)),
+        )
+
+        def started(pid: int) -> None:
+            if event_id is not None:
+                self.journal.run_started(event_id, spec.name, job.attempt, pid, process_start_ticks(pid))
+
+        def line(text: str) -> None:
+            emit("output", text, listener=spec.name, event=event.name, step=event.step)
+
+        def say(text: str) -> None:
+            emit("info", f"{spec.name}: {text}", logging.WARNING, listener=spec.name)
+
+        outcome = run_listener(
+            [spec.path, event.name], payload, env, spec.timeout, started, line, say, self._cancel
+        )
+        status = outcome.status
+        if status == "failed" and event.marker and not os.path.lexists(ctx.path(event.marker)):
+            status = "vanished"
+        if status == "stop" and event.name != "after_save":
+            say(f"exit 3 asks for a stop, which only after_save can do; taken as success at {event.name}")
+            status = "done"
+        if status != outcome.status:
+            outcome = RunOutcome(status, outcome.exit_code, outcome.duration, outcome.last_line)
+        if event_id is not None:
+            self.journal.run_finished(event_id, spec.name, job.attempt, status, outcome.exit_code)
+        if status in ("failed", "timeout"):
+            self.failures += 1
+        self._report(spec, event, outcome, retry)
+        return outcome
+
+    def _vanished(self, spec: ListenerSpec, job: _Job) -> None:
+        event = job.delivery.event
+        assert job.delivery.event_id is not None
+        self.journal.run_finished(job.delivery.event_id, spec.name, job.attempt, "vanished", None)
+        emit("run", f"{spec.name} {event.name} step {event.step}: skipped, checkpoint {event.checkpoint} "
+             "vanished before its turn (rotated?)", logging.WARNING, listener=spec.name,
+             event=event.name, step=event.step, outcome="vanished")
+
+    def _report(self, spec: ListenerSpec, event: Event, outcome: RunOutcome, retry: bool) -> None:
+        step = "" if event.step is None else f" step {event.step}"
+        code = "" if outcome.exit_code in (0, None) else f" (exit {outcome.exit_code})"
+        again = " (retry)" if retry else ""
+        level = logging.ERROR if outcome.status in ("failed", "timeout") else logging.INFO
+        if outcome.status == "vanished":
+            level = logging.WARNING
+        emit(
+            "run",
+            f"{spec.name} {event.name}{step}{again}: {outcome.status}{code} in {outcome.duration * 1000:.0f} ms",
+            level,
+            listener=spec.name,
+            event=event.name,
+            step=event.step,
+            outcome=outcome.status,
+            exit=outcome.exit_code,
+            duration_ms=round(outcome.duration * 1000, 3),
+            retry=retry,
+        )
+
+    def _write_stop(self, delivery: Delivery) -> None:
+        names = [name for name, _ in delivery.stop_requests]
+        reason = "; ".join(f"{name}: {line}" if line else name for name, line in delivery.stop_requests)
+        event = delivery.event
+        request = StopRequest(event.step, self.context.path(event.checkpoint), names, reason, self.context.run_id)
+        try:
+            write_stop_file(self.context.stop_file, request)
+        except OSError as exc:
+            emit("stop", f"cannot write the stop file {self.context.stop_file}: {exc.strerror}", logging.ERROR)
+            self.failures += 1
+            return
+        self.stop_written = request
+        emit("stop", f"stop requested at step {event.step} by {request.listener}: wrote {self.context.stop_file}",
+             step=event.step, listeners=names, reason=reason, stop_file=self.context.stop_file)
+
+
+def _kill_leftover(run: PendingRun) -> None:
+    """Kill what is left of a cut-off run's process group, if it is still that group."""
+    assert run.pgid is not None
+    if run.pgid_start is not None and process_start_ticks(run.pgid) != run.pgid_start:
+        return  # the leader is gone or the pid was reused: nothing of ours to kill
+    try:
+        os.killpg(run.pgid, signal.SIGKILL)
+        emit("info", f"killed what was left of {run.listener}'s cut-off run (process group {run.pgid})")
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -1,0 +1,378 @@
+"""The watcher's lifecycle, shaped like uvicorn's Server.
+
+``Engine.run`` prepares (listeners, usage checks), captures signals, starts
+the wrapped command, then runs sessions: ``startup`` (journal, layout,
+listeners, observer, ``begin``) -> ``main_loop`` (wait for a wake or a
+timeout, scan, dispatch; one method decides to exit) -> ``shutdown`` (stop
+watching, let queued runs finish within a limit, ``end``, close the journal).
+DIR deleted and created again ends one session and begins the next.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+from . import layouts
+from .command import TrainingCommand
+from .config import Config
+from .console import emit
+from .dispatch import Dispatcher, RunContext
+from .events import Event
+from .journal import Journal, JournalBusy
+from .layouts.base import Layout, Listing
+from .listeners import ListenerError, ListenerSpec, discover
+from .watch import Waker, Watcher
+
+__all__ = ["EXIT_LISTENER_FAILED", "EXIT_OK", "EXIT_USAGE", "Engine", "UsageError", "run"]
+
+EXIT_OK = 0
+EXIT_LISTENER_FAILED = 1
+EXIT_USAGE = 2
+#: While auto-detection is undecided, how many new subdirectories get a watch.
+_UNDECIDED_WATCHES = 64
+
+
+class UsageError(Exception):
+    """A user error: one line that says what to fix, exit status 2."""
+
+
+class _DirGone(Exception):
+    pass
+
+
+def run(config: Config) -> int:
+    """Watch ``config.dir`` until the session ends; the exit status."""
+    return Engine(config).run()
+
+
+class Engine:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.dir = config.directory
+        self.waker = Waker()
+        self.listeners: list[ListenerSpec] = []
+        self.command: TrainingCommand | None = None
+        self.exit_reason: str | None = None
+        self.exit_signal: int | None = None
+        self.force_signal: int | None = None
+        self.failures = 0
+
+    # Start and finish ----------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Everything that can be a usage error, checked before anything starts."""
+        config = self.config
+        if config.layout != "auto":
+            try:
+                layouts.layout_class(config.layout)
+            except layouts.UnknownLayout as exc:
+                raise UsageError(str(exc)) from None
+        if os.path.exists(self.dir) and not os.path.isdir(self.dir):
+            raise UsageError(f"{config.dir} is not a directory")
+        if config.once and not os.path.isdir(self.dir):
+            raise UsageError(f"{config.dir} does not exist (--once reads what is there now)")
+        try:
+            self.listeners = discover(
+                config.listener_paths,
+                lambda text: emit("info", text, logging.WARNING),
+                config.listener_settings,
+                config.listener_timeout,
+            )
+        except ListenerError as exc:
+            raise UsageError(str(exc)) from None
+        if not self.listeners:
+            emit("info", "no listeners (add executables to ./listeners.d or pass -l PATH): events are only logged",
+                 logging.WARNING)
+
+    def run(self) -> int:
+        self.prepare()
+        with self._capture_signals():
+            try:
+                self._serve()
+            finally:
+                if self.command is not None and (self.force_signal is not None or not self.command.exited):
+                    self.command.kill()
+        return self._exit_status()
+
+    def _serve(self) -> None:
+        if self.config.command:
+            self._start_command()
+        while self._wait_for_dir():
+            reason = Session(self).run()
+            if reason != "dir-gone" or self.config.once:
+                break
+            emit("info", f"{self.config.dir} was deleted: session ended; waiting for it to come back")
+        if self.command is not None:
+            # --once or an idle timeout ended the watch first: the command decides the exit.
+            while not self.command.exited and self.force_signal is None:
+                self.waker.wait(0.1)
+
+    def _exit_status(self) -> int:
+        if self.force_signal is not None:
+            return 128 + self.force_signal
+        if self.command is not None and self.command.exited and self.command.exit_status != 0:
+            return self.command.exit_status
+        return EXIT_LISTENER_FAILED if self.failures else EXIT_OK
+
+    def _start_command(self) -> None:
+        assert self.config.command
+        env = dict(os.environ, CKPTWATCH_STOP_FILE=self.config.stop_path, CKPTWATCH_DIR=self.dir)
+        self.command = TrainingCommand(self.config.command, env, self._command_exited)
+        try:
+            self.command.start()
+        except OSError as exc:
+            raise UsageError(f"cannot start {self.config.command[0]}: {exc.strerror}") from None
+        emit("info", f"started {' '.join(self.config.command)} (pid {self.command.pid})")
+
+    def _command_exited(self) -> None:
+        self.exit_reason = self.exit_reason or "command"
+        self.waker.wake()
+
+    def _wait_for_dir(self) -> bool:
+        """True once DIR exists; False when the watcher should exit first."""
+        if os.path.isdir(self.dir):
+            return True
+        emit("info", f"{self.config.dir} does not exist yet; waiting for it")
+        started = time.monotonic()
+        while not os.path.isdir(self.dir):
+            if self.exit_reason or self.force_signal is not None:
+                return False
+            idle = self.config.idle_timeout
+            if idle is not None and time.monotonic() - started >= idle:
+                emit("info", f"no checkpoint directory for {idle:g} s: idle timeout")
+                return False
+            self.waker.wait(0.2)
+        return True
+
+    # Signals -------------------------------------------------------------------
+
+    @contextmanager
+    def _capture_signals(self) -> Iterator[None]:
+        """Handlers only set flags; installed on the main thread, restored after."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, sig: int, frame: FrameType | None) -> None:
+        if self.exit_signal is None:
+            self.exit_signal = sig
+            if self.command is not None and self.command.forward(sig):
+                emit("info", f"got {signal.Signals(sig).name}: passed it to the training command; "
+                     "ending when it exits (again to force)")
+            else:
+                self.exit_reason = self.exit_reason or "signal"
+                emit("info", f"got {signal.Signals(sig).name}: ending the session (again to force)")
+        else:
+            self.force_signal = sig
+            emit("info", f"got {signal.Signals(sig).name} again: forcing exit", logging.WARNING)
+        self.waker.wake()
+
+
+class Session:
+    """One ``begin`` ... ``end``: the journal, the layout, the listeners and the watch."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.config = engine.config
+        self.dir = engine.dir
+        self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+        self.layout: Layout | None = None
+        self.layout_fixed = False
+        self.watcher: Watcher | None = None
+        self._problems_seen: set[str] = set()
+        self._said_undecided = False
+        self._ignore = frozenset(
+            os.path.basename(path)
+            for path in (self.config.state_path, self.config.stop_path)
+            if os.path.dirname(path) == self.dir
+        )
+
+    def run(self) -> str:
+        self.startup()
+        reason = "error"
+        try:
+            reason = self.main_loop()
+        finally:
+            self.shutdown(reason)
+        return reason
+
+    # startup -------------------------------------------------------------------
+
+    def startup(self) -> None:
+        config = self.config
+        try:
+            self.journal = Journal(config.state_path)
+        except JournalBusy as exc:
+            raise UsageError(f"{exc}; stop it, or pass --state-dir PATH") from None
+        except OSError as exc:
+            raise UsageError(
+                f"cannot use the state directory {config.state_path}: {exc.strerror}; pass --state-dir PATH"
+            ) from None
+        if self.journal.dropped_lines:
+            emit("info", f"journal: dropped {self.journal.dropped_lines} torn or unreadable line(s) "
+                 "(a crash mid-write); continuing", logging.WARNING)
+        self.context = RunContext(self.dir, config.stop_path, self.run_id)
+        if config.layout != "auto":
+            self._use_layout(config.layout, "chosen with --layout", fixed=True)
+        self.tracker = self.journal.tracker()
+        self.dispatcher = Dispatcher(self.engine.listeners, self.journal, self.context)
+        self.dispatcher.start()
+        self._dispatch(self.tracker.begin())
+        self.dispatcher.resume(self.journal.pending())
+        if not config.once:
+            self.watcher = Watcher(self.dir, self.engine.waker)
+            try:
+                self.watcher.start()
+            except OSError as exc:
+                self.watcher = None
+                emit("info", f"cannot watch {config.dir} natively ({exc.strerror or exc}); scanning every "
+                     f"{config.rescan_interval:g} s instead", logging.WARNING)
+        names = ", ".join(spec.name for spec in self.engine.listeners) or "none"
+        self.last_commit = time.monotonic()
+        emit("ready", f"watching {config.dir} (layout {config.layout}, listeners: {names}, run {self.run_id})",
+             dir=self.dir, layout=config.layout, listeners=[s.name for s in self.engine.listeners],
+             run_id=self.run_id, stop_file=config.stop_path, state_dir=config.state_path)
+
+    # main loop -----------------------------------------------------------------
+
+    def main_loop(self) -> str:
+        waker = self.engine.waker
+        waker.wake()  # the first scan, at once
+        while True:
+            waker.wait(self._wait_timeout())
+            try:
+                self.scan()
+            except _DirGone:
+                return "dir-gone"
+            reason = self.should_exit()
+            if reason:
+                return reason
+
+    def _wait_timeout(self) -> float:
+        timeout = self.config.rescan_interval
+        if self.config.idle_timeout is not None:
+            left = self.config.idle_timeout - (time.monotonic() - self.last_commit)
+            timeout = max(0.0, min(timeout, left))
+        return timeout
+
+    def should_exit(self) -> str | None:
+        """The one place that decides the session is over, and why."""
+        engine = self.engine
+        if engine.force_signal is not None:
+            return "forced"
+        if engine.exit_reason:
+            return engine.exit_reason
+        if self.config.once:
+            return "once"
+        idle = self.config.idle_timeout
+        if idle is not None and time.monotonic() - self.last_commit >= idle:
+            emit("info", f"no new checkpoint for {idle:g} s: idle timeout")
+            return "idle"
+        if self.watcher is not None and not self.watcher.alive():
+            emit("info", "the file-system observer stopped; scanning on a timer from now on", logging.ERROR)
+            self.watcher = None
+        return None
+
+    def scan(self) -> None:
+        try:
+            listing = Listing.read(self.dir, self._ignore)
+        except (FileNotFoundError, NotADirectoryError):
+            raise _DirGone from None
+        except OSError as exc:
+            self._problem(f"cannot list {self.config.dir}: {exc.strerror}")
+            return
+        layout = self._current_layout(listing)
+        if layout is None:
+            if self.watcher is not None:
+                self.watcher.watch_subdirs(sorted(listing.dirs)[:_UNDECIDED_WATCHES])
+            return
+        observation = layout.scan(listing)
+        for problem in observation.problems:
+            self._problem(problem)
+        previous = self.tracker.last
+        for event in self.tracker.observe(observation):
+            if event.name == "after_save":
+                self.last_commit = time.monotonic()
+                if previous is not None and event.step is not None and event.step < previous.step:
+                    emit("info", f"step {event.step} is lower than step {previous.step} seen before: "
+                         "a new run or a resume")
+                previous = self.tracker.last
+            self._dispatch(event)
+        if observation.committed:
+            self.layout_fixed = True
+        if self.watcher is not None and self.watcher.watch_subdirs(observation.watch):
+            self.engine.waker.wake()  # a new watch may have missed what came before it
+
+    def _current_layout(self, listing: Listing) -> Layout | None:
+        if self.layout_fixed:
+            return self.layout
+        found = layouts.detect(listing)
+        if found is None:
+            if not self._said_undecided and self.layout is None:
+                self._said_undecided = True
+                emit("info", "no checkpoint seen yet: the layout is decided when the first save appears")
+            return self.layout
+        name, why = found
+        if self.layout is None or self.layout.name != name:
+            self._use_layout(name, f"detected: {why}", fixed=False)
+        return self.layout
+
+    def _use_layout(self, name: str, why: str, *, fixed: bool) -> None:
+        self.layout = layouts.layout_class(name)(self.dir)
+        self.layout_fixed = fixed
+        self.context.layout = name
+        emit("info", f"layout {name} ({self.layout.framework}): {why}", layout=name)
+
+    def _dispatch(self, event: Event) -> None:
+        count = self.dispatcher.dispatch(event)
+        step = "" if event.step is None else f" step {event.step}"
+        where = f" {event.checkpoint}" if event.checkpoint else ""
+        seen = " (start not seen)" if event.name == "before_save" and not event.observed else ""
+        emit("event", f"{event.name}{step}{where}{seen} -> {count} listener(s)", event=event.name,
+             step=event.step, checkpoint=event.checkpoint, observed=event.observed, listeners=count)
+
+    def _problem(self, text: str) -> None:
+        if text not in self._problems_seen:
+            self._problems_seen.add(text)
+            emit("info", text, logging.WARNING)
+
+    # shutdown ------------------------------------------------------------------
+
+    def shutdown(self, reason: str) -> None:
+        engine = self.engine
+        if self.watcher is not None:
+            self.watcher.stop()
+        forced = lambda: engine.force_signal is not None  # noqa: E731
+        dispatcher = self.dispatcher
+        limit = self.config.shutdown_timeout if reason == "signal" else None
+        if not dispatcher.drain(limit, forced) and not forced():
+            left = dispatcher.cancel()
+            dispatcher.drain(None, forced)
+            dispatcher.resume_after_cancel()
+            emit("info", f"shutdown timeout ({limit:g} s): {left} queued run(s) kept in the journal "
+                 "for the next session", logging.WARNING)
+        if forced():
+            dispatcher.cancel()
+            emit("info", "forced exit: end was not delivered", logging.WARNING)
+        else:
+            self._dispatch(self.tracker.end())
+            if not dispatcher.drain(None, forced):
+                dispatcher.cancel()
+        dispatcher.close()
+        self.journal.close()
+        engine.failures += dispatcher.failures
+        emit("info", f"session {self.run_id} ended ({reason})", reason=reason)

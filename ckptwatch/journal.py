@@ -1,0 +1,222 @@
+"""Durable listener progress: an append-only file of JSON lines.
+
+Why a journal: a watcher restarted with the same state directory must neither
+repeat a listener run that finished nor skip a committed checkpoint. Records:
+
+- ``event``: a ``before_save``/``after_save`` handed to listeners, with the
+  names of the listeners it was queued for;
+- ``run``: one listener's run of one event: ``started`` (with its process
+  group, not fsynced, so nothing on the commit path waits for the disk), then
+  an outcome (``done``, ``stop``, ``failed``, ``timeout``, ``vanished``;
+  fsynced) or ``interrupted`` (cut off by a shutdown: run again next time).
+
+A crash can tear only the last line; loading drops it. A queued run with no
+outcome is handed back by :meth:`Journal.pending` (a ``retry`` when it had
+started).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .events import Event
+from .tracker import LastCommit, Tracker
+
+__all__ = ["FINISHED", "Journal", "JournalBusy", "PendingRun", "QueuedEvent"]
+
+JOURNAL_NAME = "journal.jsonl"
+#: Outcomes after which a run is never repeated.
+FINISHED = frozenset({"done", "stop", "failed", "timeout", "vanished"})
+
+
+class JournalBusy(RuntimeError):
+    """Another watcher holds this state directory."""
+
+
+@dataclass(frozen=True)
+class QueuedEvent:
+    """An event as journaled: its id and the listeners it was queued for."""
+
+    id: int
+    event: Event
+    listeners: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PendingRun:
+    """A run that an earlier session queued and did not finish."""
+
+    queued: QueuedEvent
+    listener: str
+    attempt: int
+    pgid: int | None
+    pgid_start: int | None
+
+
+@dataclass
+class _RunState:
+    status: str
+    attempt: int
+    pgid: int | None = None
+    pgid_start: int | None = None
+
+
+class Journal:
+    def __init__(self, state_dir: str) -> None:
+        """Open (creating) the journal in ``state_dir`` and lock it.
+
+        Raises ``OSError`` when the directory cannot be made or written, and
+        :class:`JournalBusy` when another watcher holds it.
+        """
+        os.makedirs(state_dir, exist_ok=True)
+        self.path = os.path.join(state_dir, JOURNAL_NAME)
+        self._lock = threading.Lock()
+        self._events: dict[int, QueuedEvent] = {}
+        self._runs: dict[tuple[int, str], _RunState] = {}
+        self._after_save_by_identity: dict[str, int] = {}
+        self.dropped_lines = 0
+        self._file = open(self.path, "a+b")  # noqa: SIM115 - held for the session
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise JournalBusy(f"another ckptwatch is using the state directory {state_dir}") from None
+        self._load()
+
+    # Loading -----------------------------------------------------------------
+
+    def _load(self) -> None:
+        self._file.seek(0)
+        data = self._file.read()
+        good_end = data.rfind(b"\n") + 1
+        if good_end < len(data):
+            # A torn last record from a crash mid-write: drop it for good.
+            self.dropped_lines += 1
+            self._file.truncate(good_end)
+        for line in data[:good_end].splitlines():
+            try:
+                record = json.loads(line)
+                self._apply(record)
+            except (ValueError, KeyError, TypeError):
+                self.dropped_lines += 1
+        self._file.seek(0, os.SEEK_END)
+
+    def _apply(self, record: dict[str, Any]) -> None:
+        kind = record["r"]
+        if kind == "event":
+            event = Event(
+                record["event"],
+                record["step"],
+                record["checkpoint"],
+                record.get("identity", ""),
+                record.get("observed", True),
+                record.get("marker"),
+            )
+            queued = QueuedEvent(int(record["id"]), event, tuple(record["listeners"]))
+            self._events[queued.id] = queued
+            if event.name == "after_save":
+                self._after_save_by_identity[event.identity] = queued.id
+        elif kind == "run":
+            key = (int(record["id"]), record["listener"])
+            previous = self._runs.get(key)
+            attempt = int(record.get("attempt", previous.attempt if previous else 1))
+            self._runs[key] = _RunState(record["status"], attempt, record.get("pgid"), record.get("pgid_start"))
+
+    # What an earlier session left ----------------------------------------------
+
+    def tracker(self) -> Tracker:
+        """A tracker that knows every event already queued by earlier sessions."""
+        delivered: set[str] = set()
+        announced: set[tuple[str, int]] = set()
+        last: LastCommit | None = None
+        for queued in sorted(self._events.values(), key=lambda q: q.id):
+            event = queued.event
+            if event.step is None or event.checkpoint is None:
+                continue
+            key = (event.checkpoint, event.step)
+            if event.name == "before_save":
+                announced.add(key)
+            elif event.name == "after_save":
+                announced.discard(key)
+                delivered.add(event.identity)
+                last = LastCommit(event.step, event.checkpoint, event.identity, event.marker)
+        return Tracker(delivered, announced, last)
+
+    def pending(self) -> list[PendingRun]:
+        """Runs queued earlier with no outcome, oldest first."""
+        runs = []
+        for queued in sorted(self._events.values(), key=lambda q: q.id):
+            for listener in queued.listeners:
+                state = self._runs.get((queued.id, listener))
+                if state is None:
+                    runs.append(PendingRun(queued, listener, 1, None, None))
+                elif state.status not in FINISHED:
+                    runs.append(PendingRun(queued, listener, state.attempt + 1, state.pgid, state.pgid_start))
+        return runs
+
+    def after_save_status(self, identity: str, listener: str) -> str | None:
+        """The outcome of ``listener``'s ``after_save`` for that checkpoint, any session."""
+        event_id = self._after_save_by_identity.get(identity)
+        if event_id is None:
+            return None
+        state = self._runs.get((event_id, listener))
+        return state.status if state else None
+
+    # Writing -------------------------------------------------------------------
+
+    def record_event(self, event: Event, listeners: tuple[str, ...], run_id: str) -> QueuedEvent:
+        with self._lock:
+            queued = QueuedEvent(max(self._events, default=0) + 1, event, listeners)
+            self._write(
+                {
+                    "r": "event",
+                    "id": queued.id,
+                    "run": run_id,
+                    "event": event.name,
+                    "step": event.step,
+                    "checkpoint": event.checkpoint,
+                    "identity": event.identity,
+                    "observed": event.observed,
+                    "marker": event.marker,
+                    "listeners": list(listeners),
+                    "t": time.time(),
+                },
+                sync=False,
+            )
+            self._events[queued.id] = queued
+            if event.name == "after_save":
+                self._after_save_by_identity[event.identity] = queued.id
+        return queued
+
+    def run_started(self, event_id: int, listener: str, attempt: int, pgid: int, pgid_start: int | None) -> None:
+        record = {"r": "run", "id": event_id, "listener": listener, "status": "started", "attempt": attempt}
+        record.update({"pgid": pgid, "pgid_start": pgid_start, "t": time.time()})
+        with self._lock:
+            self._write(record, sync=False)
+            self._runs[(event_id, listener)] = _RunState("started", attempt, pgid, pgid_start)
+
+    def run_finished(self, event_id: int, listener: str, attempt: int, status: str, exit_code: int | None) -> None:
+        record = {"r": "run", "id": event_id, "listener": listener, "status": status, "attempt": attempt}
+        record.update({"exit": exit_code, "t": time.time()})
+        with self._lock:
+            self._write(record, sync=status != "interrupted")
+            self._runs[(event_id, listener)] = _RunState(status, attempt)
+
+    def _write(self, record: dict[str, Any], *, sync: bool) -> None:
+        line = json.dumps(record, ensure_ascii=True, separators=(",", ":")).encode() + b"\n"
+        self._file.write(line)
+        self._file.flush()
+        if sync:
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._file.closed:
+                self._file.flush()
+                self._file.close()

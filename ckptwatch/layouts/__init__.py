@@ -1,0 +1,50 @@
+"""The layouts registry and auto-detection.
+
+Each layout is one small module; the registry maps the ``--layout`` name to
+``"module:Class"`` and imports it only when used. Detection looks at the top
+level of DIR with a fixed precedence (the order of ``REGISTRY``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .base import Layout, Listing
+
+__all__ = ["REGISTRY", "UnknownLayout", "detect", "layout_class", "names"]
+
+#: ``--layout`` name -> "module:Class", in detection precedence.
+REGISTRY: dict[str, str] = {
+    "tf": "ckptwatch.layouts.tf:TFLayout",
+    "hf": "ckptwatch.layouts.hf:HFLayout",
+    "dcp": "ckptwatch.layouts.dcp:DCPLayout",
+}
+
+
+class UnknownLayout(ValueError):
+    """A ``--layout`` value that names no layout."""
+
+
+def names() -> list[str]:
+    return list(REGISTRY)
+
+
+def layout_class(name: str) -> type[Layout]:
+    try:
+        target = REGISTRY[name]
+    except KeyError:
+        raise UnknownLayout(f"unknown layout {name!r}; choose auto or one of: {', '.join(REGISTRY)}") from None
+    module, _, attr = target.partition(":")
+    cls: type[Layout] = getattr(importlib.import_module(module), attr)
+    return cls
+
+
+def detect(listing: Listing) -> tuple[str, str] | None:
+    """``(layout name, why)`` for the first layout that recognises DIR, or None."""
+    for name in REGISTRY:
+        reason = layout_class(name).detect(listing)
+        if reason:
+            return name, reason
+    return None

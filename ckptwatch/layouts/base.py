@@ -1,0 +1,169 @@
+"""What every layout shares: the listing of DIR, the observation, small readers.
+
+A layout turns one look at a directory into an :class:`Observation`: the
+committed checkpoints (by the framework's own commit rule, never because a
+file appeared) and the saves under way. It reads markers, not every file, and
+never writes. Subclasses set the class attributes and implement ``detect`` and
+``scan``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+__all__ = [
+    "Checkpoint",
+    "Layout",
+    "Listing",
+    "Observation",
+    "SaveInProgress",
+    "trailing_step",
+]
+
+_TRAILING_NUMBER = re.compile(r"(\d+)$")
+
+
+def trailing_step(name: str) -> int | None:
+    """The number a name ends with (``step-100`` -> 100), or None."""
+    match = _TRAILING_NUMBER.search(name)
+    return int(match.group(1)) if match else None
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The top level of DIR at one instant: real directories and other entries.
+
+    Symbolic links are never followed as directories, so a link cannot lead a
+    scan out of DIR.
+    """
+
+    root: str
+    dirs: frozenset[str]
+    files: frozenset[str]
+
+    @classmethod
+    def read(cls, root: str, ignore: frozenset[str] = frozenset()) -> Listing:
+        dirs: set[str] = set()
+        files: set[str] = set()
+        with os.scandir(root) as entries:
+            for entry in entries:
+                if entry.name in ignore:
+                    continue
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    continue
+                (dirs if is_dir else files).add(entry.name)
+        return cls(root, frozenset(dirs), frozenset(files))
+
+    @property
+    def empty(self) -> bool:
+        return not self.dirs and not self.files
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One committed save.
+
+    ``path`` is relative to DIR and is what the framework itself would load.
+    ``marker`` is that checkpoint's own completion file; its mtime and size
+    make the identity, so a rescan of the same save is not new and a re-save
+    under the same name is.
+    """
+
+    layout: str
+    step: int
+    path: str
+    marker: str
+    mtime_ns: int
+    size: int
+
+    @property
+    def identity(self) -> str:
+        return f"{self.layout}|{self.path}|{self.step}|{self.mtime_ns}|{self.size}"
+
+
+@dataclass(frozen=True)
+class SaveInProgress:
+    """A save the directory shows as started and not yet committed."""
+
+    step: int
+    path: str
+
+
+@dataclass
+class Observation:
+    """What DIR says at one instant, in the layout's terms.
+
+    ``watch`` names subdirectories (relative) whose changes matter now, so the
+    watcher can add a narrow watch on them. ``problems`` are one-line
+    descriptions of anything the scan had to skip, for the log.
+    """
+
+    committed: list[Checkpoint] = field(default_factory=list)
+    in_progress: list[SaveInProgress] = field(default_factory=list)
+    watch: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+class Layout:
+    """One framework's save protocol on disk.
+
+    ``name`` is the ``--layout`` value; ``starts`` and ``commits`` say in a
+    phrase what the layout treats as a save starting and as its commit (shown
+    by ``ckptwatch layouts``).
+    """
+
+    name: ClassVar[str]
+    framework: ClassVar[str]
+    starts: ClassVar[str]
+    commits: ClassVar[str]
+    #: The largest marker file read whole; a larger one is a problem, not a read.
+    max_marker_bytes: ClassVar[int] = 1 << 20
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    @classmethod
+    def detect(cls, listing: Listing) -> str | None:
+        """Why DIR looks like this layout (a phrase for the log), or None."""
+        raise NotImplementedError
+
+    def scan(self, listing: Listing) -> Observation:
+        """Read the markers under ``listing`` into an observation."""
+        raise NotImplementedError
+
+    # Helpers shared by the layouts -------------------------------------------
+
+    def join(self, *parts: str) -> str:
+        return os.path.join(self.root, *parts)
+
+    def stat(self, rel: str) -> os.stat_result | None:
+        """``lstat`` of a path under DIR, or None when it is not there."""
+        try:
+            return os.lstat(self.join(rel))
+        except OSError:
+            return None
+
+    def read_marker(self, rel: str, problems: list[str]) -> bytes | None:
+        """A small marker file's bytes; None (and a problem) when unreadable."""
+        try:
+            with open(self.join(rel), "rb") as handle:
+                data = handle.read(self.max_marker_bytes + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            problems.append(f"cannot read {rel}: {exc.strerror or exc}")
+            return None
+        if len(data) > self.max_marker_bytes:
+            problems.append(f"{rel} is larger than {self.max_marker_bytes} bytes; not read as a marker")
+            return None
+        return data
+
+    def inside(self, rel: str) -> bool:
+        """Whether a relative path stays inside DIR once normalised."""
+        norm = os.path.normpath(rel)
+        return not (os.path.isabs(norm) or norm == ".." or norm.startswith(".." + os.sep))

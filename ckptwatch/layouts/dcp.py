@@ -1,0 +1,54 @@
+"""PyTorch Distributed Checkpoint (DCP): a step directory committed by ``.metadata``.
+
+``dcp.save`` writes ``__R_S.distcp`` files in place, then renames
+``.metadata.tmp`` onto ``.metadata`` (a dot-file: the commit). DCP records no
+step; it is the number the directory's name ends with (``step-100``, ``100``).
+"""
+
+from __future__ import annotations
+
+import os
+
+from .base import Checkpoint, Layout, Listing, Observation, SaveInProgress, trailing_step
+
+__all__ = ["DCPLayout"]
+
+METADATA = ".metadata"
+#: How many numbered directories detection looks into.
+_DETECT_LOOKS = 8
+
+
+class DCPLayout(Layout):
+    name = "dcp"
+    framework = "torch.distributed.checkpoint"
+    starts = "a directory whose name ends with the step (step-N/) without .metadata"
+    commits = "DIR/<name>-N/.metadata renamed in"
+
+    @classmethod
+    def detect(cls, listing: Listing) -> str | None:
+        numbered = sorted(n for n in listing.dirs if trailing_step(n) is not None)
+        for name in numbered[-_DETECT_LOOKS:]:
+            try:
+                with os.scandir(os.path.join(listing.root, name)) as entries:
+                    for entry in entries:
+                        if entry.name == METADATA or entry.name.endswith(".distcp"):
+                            return f"step directory {name}/ holds {entry.name}"
+            except OSError:
+                continue
+        return None
+
+    def scan(self, listing: Listing) -> Observation:
+        obs = Observation()
+        for name in sorted(listing.dirs):
+            step = trailing_step(name)
+            if step is None:
+                continue
+            marker = f"{name}/{METADATA}"
+            st = self.stat(marker)
+            if st is None or st.st_size == 0:
+                obs.in_progress.append(SaveInProgress(step, name))
+                obs.watch.append(name)
+            else:
+                obs.committed.append(Checkpoint(self.name, step, name, marker, st.st_mtime_ns, st.st_size))
+        obs.committed.sort(key=lambda c: c.step)
+        return obs

@@ -1,0 +1,94 @@
+"""Hugging Face Transformers ``Trainer``: ``checkpoint-N/`` with ``trainer_state.json`` last.
+
+The directory is created under its final name and filled in place;
+``trainer_state.json`` is the last file written (in place, not atomically).
+A save commits when that file parses as JSON (and its ``global_step`` is N).
+Versions 4.36-4.38 wrote ``tmp-checkpoint-N/`` and renamed it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from .base import Checkpoint, Layout, Listing, Observation, SaveInProgress
+
+__all__ = ["HFLayout"]
+
+STATE_FILE = "trainer_state.json"
+_CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
+_TMP_DIR = re.compile(r"^tmp-checkpoint-(\d+)$")
+
+
+class HFLayout(Layout):
+    name = "hf"
+    framework = "Hugging Face Transformers Trainer"
+    starts = "checkpoint-N/ (or tmp-checkpoint-N/) created"
+    commits = "checkpoint-N/trainer_state.json complete (parses, global_step == N)"
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        # (mtime_ns, size) of a state file already parsed, per directory:
+        # a settled checkpoint costs one stat per scan, not a read.
+        self._parsed: dict[str, tuple[int, int, bool]] = {}
+
+    @classmethod
+    def detect(cls, listing: Listing) -> str | None:
+        for name in sorted(listing.dirs):
+            if _CHECKPOINT_DIR.match(name) or _TMP_DIR.match(name):
+                return f"Trainer directory {name}/"
+        return None
+
+    def scan(self, listing: Listing) -> Observation:
+        obs = Observation()
+        for name in sorted(listing.dirs):
+            tmp = _TMP_DIR.match(name)
+            if tmp:
+                obs.in_progress.append(SaveInProgress(int(tmp.group(1)), name))
+                continue
+            match = _CHECKPOINT_DIR.match(name)
+            if not match:
+                continue
+            step = int(match.group(1))
+            checkpoint = self._committed(name, step, obs.problems)
+            if checkpoint is None:
+                obs.in_progress.append(SaveInProgress(step, name))
+                obs.watch.append(name)
+            else:
+                obs.committed.append(checkpoint)
+        obs.committed.sort(key=lambda c: c.step)
+        live = set(listing.dirs)
+        for gone in [name for name in self._parsed if name not in live]:
+            del self._parsed[gone]
+        return obs
+
+    def _committed(self, name: str, step: int, problems: list[str]) -> Checkpoint | None:
+        marker = f"{name}/{STATE_FILE}"
+        st = self.stat(marker)
+        if st is None:
+            return None
+        known = self._parsed.get(name)
+        if known and known[:2] == (st.st_mtime_ns, st.st_size):
+            complete = known[2]
+        else:
+            complete = self._state_complete(marker, step, problems)
+            self._parsed[name] = (st.st_mtime_ns, st.st_size, complete)
+        if not complete:
+            return None
+        return Checkpoint(self.name, step, name, marker, st.st_mtime_ns, st.st_size)
+
+    def _state_complete(self, marker: str, step: int, problems: list[str]) -> bool:
+        data = self.read_marker(marker, problems)
+        if not data:
+            return False
+        try:
+            state = json.loads(data)
+        except ValueError:
+            return False  # still being written in place; the close will wake us
+        if not isinstance(state, dict):
+            problems.append(f"{marker} is JSON but not an object; not taken as a commit")
+            return False
+        global_step = state.get("global_step")
+        if global_step is not None and global_step != step:
+            problems.append(f"{marker} says global_step {global_step!r}, the directory says {step}; using {step}")
+        return True

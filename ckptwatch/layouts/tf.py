@@ -1,0 +1,150 @@
+"""TensorFlow: the ``checkpoint`` state file of ``Saver`` and ``CheckpointManager``.
+
+A save starts with a ``PREFIX-N_temp/`` directory (sharded saves, the default
+of ``MonitoredTrainingSession``) or ``PREFIX-N.*.tempstate<n>`` files
+(unsharded). It commits when the state file ``checkpoint`` is replaced by a
+rename and names the new prefix. The committed checkpoints are the prefixes the
+state file lists whose ``.index`` is there; the path handed to listeners is the
+prefix, as ``tf.train.latest_checkpoint`` gives it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from .base import Checkpoint, Layout, Listing, Observation, SaveInProgress
+
+__all__ = ["TFLayout", "parse_state_file"]
+
+STATE_FILE = "checkpoint"
+_PATH_LINE = re.compile(rb'^\s*(model_checkpoint_path|all_model_checkpoint_paths)\s*:\s*"((?:[^"\\]|\\.)*)"\s*$')
+_STEP = re.compile(r"-(\d+)$")
+_TEMP_DIR = re.compile(r"^(.+-(\d+))_temp$")
+_TEMP_FILE = re.compile(r"^(.+-(\d+))\.(?:data-\d{5}-of-\d{5}|index)\.tempstate\d+$")
+_ESCAPES = {b"n": b"\n", b"t": b"\t", b"r": b"\r", b'"': b'"', b"'": b"'", b"\\": b"\\"}
+
+
+def _unescape(raw: bytes) -> bytes:
+    """Undo the C escapes of a text-proto string (``\\"``, ``\\\\``, ``\\ooo``, ``\\xHH``)."""
+    out = bytearray()
+    i = 0
+    while i < len(raw):
+        char = raw[i : i + 1]
+        if char != b"\\" or i + 1 == len(raw):
+            out += char
+            i += 1
+            continue
+        nxt = raw[i + 1 : i + 2]
+        octal = re.match(rb"[0-7]{1,3}", raw[i + 1 : i + 4])
+        if octal:
+            out.append(int(octal.group(0), 8) & 0xFF)
+            i += 1 + len(octal.group(0))
+        elif nxt == b"x" and re.match(rb"[0-9a-fA-F]{2}", raw[i + 2 : i + 4]):
+            out.append(int(raw[i + 2 : i + 4], 16))
+            i += 4
+        else:
+            out += _ESCAPES.get(nxt, nxt)
+            i += 2
+    return bytes(out)
+
+
+def parse_state_file(data: bytes) -> tuple[str | None, list[str]]:
+    """``(model_checkpoint_path, all_model_checkpoint_paths)`` of a state file."""
+    latest: str | None = None
+    kept: list[str] = []
+    for line in data.splitlines():
+        match = _PATH_LINE.match(line)
+        if not match:
+            continue
+        path = os.fsdecode(_unescape(match.group(2)))
+        if match.group(1) == b"model_checkpoint_path":
+            latest = path
+        else:
+            kept.append(path)
+    return latest, kept
+
+
+class TFLayout(Layout):
+    name = "tf"
+    framework = "TensorFlow Saver (TF1) / CheckpointManager (TF2)"
+    starts = "PREFIX-N_temp/ dir or PREFIX-N.*.tempstate file"
+    commits = "'checkpoint' state file renamed in, naming PREFIX-N (its .index present)"
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self._real_root = os.path.realpath(root)
+
+    @classmethod
+    def detect(cls, listing: Listing) -> str | None:
+        if STATE_FILE in listing.files:
+            return "state file 'checkpoint' at the top"
+        for name in listing.dirs:
+            if _TEMP_DIR.match(name):
+                return f"save directory {name}/ being written"
+        return None
+
+    def scan(self, listing: Listing) -> Observation:
+        obs = Observation()
+        for name in sorted(listing.dirs):
+            match = _TEMP_DIR.match(name)
+            if match:
+                obs.in_progress.append(SaveInProgress(int(match.group(2)), match.group(1)))
+        for name in sorted(listing.files):
+            match = _TEMP_FILE.match(name)
+            if match:
+                obs.in_progress.append(SaveInProgress(int(match.group(2)), match.group(1)))
+        if STATE_FILE in listing.files:
+            obs.committed = self._committed(obs.problems)
+        obs.in_progress = _unique(obs.in_progress)
+        return obs
+
+    def _committed(self, problems: list[str]) -> list[Checkpoint]:
+        data = self.read_marker(STATE_FILE, problems)
+        if data is None:
+            return []
+        latest, kept = parse_state_file(data)
+        if latest is None:
+            if data.strip():
+                problems.append("'checkpoint' has no model_checkpoint_path line; not read as a TensorFlow state file")
+            return []
+        found: dict[str, Checkpoint] = {}
+        for named in [*kept, latest]:
+            prefix = self._resolve(named, problems)
+            if prefix is None or prefix in found:
+                continue
+            step_match = _STEP.search(prefix)
+            if not step_match:
+                problems.append(f"'checkpoint' names {named!r}, which has no -STEP suffix; ignored")
+                continue
+            index = self.stat(prefix + ".index")
+            if index is None:
+                continue  # rotated away, or the state file is ahead of the disk
+            found[prefix] = Checkpoint(
+                self.name, int(step_match.group(1)), prefix, prefix + ".index", index.st_mtime_ns, index.st_size
+            )
+        return sorted(found.values(), key=lambda c: c.step)
+
+    def _resolve(self, named: str, problems: list[str]) -> str | None:
+        """The prefix relative to DIR, or None when it points out of DIR.
+
+        TF1 writes absolute paths; a sidecar sees the same volume elsewhere.
+        An absolute path whose name exists in DIR is taken as that name.
+        """
+        if not os.path.isabs(named):
+            if self.inside(named):
+                return os.path.normpath(named)
+            problems.append(f"'checkpoint' names {named!r}, outside DIR; ignored")
+            return None
+        parent, base = os.path.split(os.path.normpath(named))
+        if os.path.realpath(parent) == self._real_root:
+            return base
+        if self.stat(base + ".index") is not None:
+            problems.append(f"'checkpoint' names {named!r}; using {base!r} in DIR (same volume mounted elsewhere)")
+            return base
+        problems.append(f"'checkpoint' names {named!r}, outside DIR; ignored")
+        return None
+
+
+def _unique(saves: list[SaveInProgress]) -> list[SaveInProgress]:
+    return sorted({(s.step, s.path): s for s in saves}.values(), key=lambda s: (s.step, s.path))
