@@ -120,7 +120,8 @@ def layouts_command() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning user errors into one line and exit 2."""
     try:
-        cli.main(args=argv, prog_name="ckptwatch", standalone_mode=False)
+        # Without standalone mode, click returns ctx.exit()'s status instead of exiting.
+        status = cli.main(args=argv, prog_name="ckptwatch", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.Abort:
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         command = exc.ctx.command_path if getattr(exc, "ctx", None) else "ckptwatch"
         click.echo(f"{command}: error: {exc.format_message()}", err=True)
         return EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

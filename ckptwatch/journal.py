@@ -134,6 +134,7 @@ class Journal:
         """A tracker that knows every event already queued by earlier sessions."""
         delivered: set[str] = set()
         announced: set[tuple[str, int]] = set()
+        committed: set[tuple[str, int]] = set()
         last: LastCommit | None = None
         for queued in sorted(self._events.values(), key=lambda q: q.id):
             event = queued.event
@@ -144,9 +145,10 @@ class Journal:
                 announced.add(key)
             elif event.name == "after_save":
                 announced.discard(key)
+                committed.add(key)
                 delivered.add(event.identity)
                 last = LastCommit(event.step, event.checkpoint, event.identity, event.marker)
-        return Tracker(delivered, announced, last)
+        return Tracker(delivered, announced, last, committed)
 
     def pending(self) -> list[PendingRun]:
         """Runs queued earlier with no outcome, oldest first."""

@@ -47,15 +47,18 @@ class Tracker:
         delivered: Iterable[str] = (),
         announced: Iterable[tuple[str, int]] = (),
         last: LastCommit | None = None,
+        committed: Iterable[tuple[str, int]] = (),
     ) -> None:
         """Start fresh, or from what a journal says an earlier session did.
 
         ``delivered``: identities whose ``after_save`` was already emitted;
         ``announced``: ``(path, step)`` of saves whose ``before_save`` was
-        emitted and that have not committed yet.
+        emitted and that have not committed yet; ``committed``: ``(path,
+        step)`` of every delivered commit.
         """
         self._delivered: set[str] = set(delivered)
         self._announced: set[tuple[str, int]] = set(announced)
+        self._committed_names: set[tuple[str, int]] = set(committed)
         self.last: LastCommit | None = last
         self._begun = False
         self._ended = False
@@ -78,7 +81,10 @@ class Tracker:
             events.extend(self._commit(checkpoint))
         for save in sorted(observation.in_progress, key=lambda s: (s.step, s.path)):
             key = (save.path, save.step)
-            if key in self._announced or key in committed_keys:
+            if key in self._announced or key in committed_keys or key in self._committed_names:
+                # A name already committed that looks unfinished again is most
+                # often being deleted (rotation removes files one by one); a
+                # real re-save gets its before_save when it commits.
                 continue
             self._announced.add(key)
             events.append(Event("before_save", save.step, save.path, observed=True))
@@ -102,6 +108,7 @@ class Tracker:
             )
         events.append(Event("after_save", checkpoint.step, checkpoint.path, checkpoint.identity, marker=checkpoint.marker))
         self._delivered.add(checkpoint.identity)
+        self._committed_names.add(key)
         self.last = LastCommit(checkpoint.step, checkpoint.path, checkpoint.identity, checkpoint.marker)
         return events
 

@@ -140,10 +140,12 @@ class TFLayout(Layout):
         if os.path.realpath(parent) == self._real_root:
             return base
         if self.stat(base + ".index") is not None:
-            problems.append(f"'checkpoint' names {named!r}; using {base!r} in DIR (same volume mounted elsewhere)")
+            problems.append(f"'checkpoint' names paths under {parent}; using the same names in DIR "
+                            "(the volume is mounted elsewhere here)")
             return base
-        problems.append(f"'checkpoint' names {named!r}, outside DIR; ignored")
-        return None
+        if os.path.lexists(named + ".index"):
+            problems.append(f"'checkpoint' names {named!r}, outside DIR; ignored")
+        return None  # else rotated away, as seen from here
 
 
 def _unique(saves: list[SaveInProgress]) -> list[SaveInProgress]:

@@ -1,0 +1,213 @@
+"""A session's life through the real process: signals, the wrapped command,
+idle timeouts, the directory coming and going, and restarts with the journal."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+from conftest import json_log, read_records, run_cli, summary, write_listener
+from test_protocol import dcp_save
+
+
+def test_sigterm_fires_end_once_and_exits_0(ckpt, tmp_path, watch, records_path):
+    write_listener(tmp_path / "l", "rec")
+    w = watch(str(ckpt), "-l", str(tmp_path / "l"))
+    w.wait_ready()
+    dcp_save(ckpt, "step-3")
+    w.wait_run("rec", "after_save", 3)
+    w.send(signal.SIGTERM)
+    assert w.wait_exit() == 0
+    events = summary(read_records(records_path))
+    assert events == [("begin", None), ("before_save", 3), ("after_save", 3), ("end", 3)]
+
+
+def test_second_signal_forces_exit_with_128_plus_n(ckpt, tmp_path, watch):
+    write_listener(tmp_path / "l", "slow-end", events="end", before="time.sleep(300)")
+    w = watch(str(ckpt), "-l", str(tmp_path / "l"))
+    w.wait_ready()
+    w.send(signal.SIGTERM)
+    w.wait_for(lambda r: r.get("kind") == "event" and r.get("event") == "end")
+    w.send(signal.SIGINT)
+    assert w.wait_exit() == 128 + signal.SIGINT
+
+
+def test_wrapped_command_status_environment_and_end(ckpt, tmp_path, env, records_path):
+    """Steps: run a command that saves a checkpoint, prints its environment and exits 7.
+    Result: after_save for its save, then end; ckptwatch exits 7; the command saw the stop file path."""
+    write_listener(tmp_path / "l", "rec")
+    code = (
+        "import os, sys\n"
+        "sys.path.insert(0, os.environ['TESTS'])\n"
+        "from test_protocol import dcp_save\nfrom pathlib import Path\n"
+        "dcp_save(Path(os.environ['CKPTWATCH_DIR']), 'step-5')\n"
+        "print('STOP_FILE=' + os.environ['CKPTWATCH_STOP_FILE'])\n"
+        "sys.exit(7)\n"
+    )
+    env = {**env, "TESTS": str(Path(__file__).parent)}
+    result = run_cli("run", str(ckpt), "-l", str(tmp_path / "l"), "--log-format", "json", "--",
+                     sys.executable, "-c", code, env=env, cwd=tmp_path)
+    assert result.returncode == 7, result.stderr
+    assert f"STOP_FILE={ckpt / 'ckptwatch.stop'}" in result.stdout
+    events = summary(read_records(records_path))
+    assert events[-1] == ("end", 5)
+    assert ("after_save", 5) in events
+
+
+def test_signal_is_forwarded_to_the_command_once(ckpt, tmp_path, watch, records_path):
+    write_listener(tmp_path / "l", "rec", events="end")
+    marker = tmp_path / "got-term"
+    code = (
+        "import signal, sys, time, pathlib\n"
+        f"def term(*_):\n    pathlib.Path({str(marker)!r}).write_text('yes')\n    sys.exit(5)\n"
+        "signal.signal(signal.SIGTERM, term)\n"
+        f"pathlib.Path({str(tmp_path / 'child-ready')!r}).write_text('1')\ntime.sleep(300)\n"
+    )
+    w = watch(str(ckpt), "-l", str(tmp_path / "l"), "--", sys.executable, "-c", code)
+    w.wait_ready()
+    _wait_file(tmp_path / "child-ready")
+    w.send(signal.SIGTERM)
+    assert w.wait_exit() == 5
+    assert marker.read_text() == "yes"
+    assert summary(read_records(records_path)) == [("end", None)]
+
+
+def test_idle_timeout_ends_the_session(ckpt, tmp_path, env, records_path):
+    write_listener(tmp_path / "l", "rec", events="end")
+    result = run_cli("run", str(ckpt), "-l", str(tmp_path / "l"), "--idle-timeout", "0.5", "--log-format", "json",
+                     env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert summary(read_records(records_path)) == [("end", None)]
+    assert any("idle timeout" in r["msg"] for r in json_log(result.stderr))
+
+
+def test_missing_dir_is_waited_for(tmp_path, watch, records_path):
+    later = tmp_path / "not-yet"
+    write_listener(tmp_path / "l", "rec", events="after_save")
+    w = watch(str(later), "-l", str(tmp_path / "l"))
+    w.wait_for(lambda r: "does not exist yet" in r["msg"])
+    later.mkdir()
+    w.wait_ready()
+    dcp_save(later, "step-1")
+    w.wait_run("rec", "after_save", 1)
+
+
+def test_dir_deleted_and_created_again_is_a_new_session(ckpt, tmp_path, watch, records_path):
+    write_listener(tmp_path / "l", "rec", events="begin,after_save,end")
+    w = watch(str(ckpt), "-l", str(tmp_path / "l"), "--state-dir", str(tmp_path / "state"))
+    w.wait_ready()
+    dcp_save(ckpt, "step-1")
+    w.wait_run("rec", "after_save", 1)
+    shutil.rmtree(ckpt)
+    w.wait_run("rec", "end")
+    ckpt.mkdir()
+    dcp_save(ckpt, "step-1")  # a new run: same name, new content
+    w.wait_for(lambda r: r.get("kind") == "run" and r.get("event") == "after_save" and len(
+        [x for x in w.records if x.get("kind") == "run" and x.get("event") == "after_save"]) == 2)
+    w.send(signal.SIGTERM)
+    assert w.wait_exit() == 0
+    records = read_records(records_path)
+    assert summary(records) == [("begin", None), ("after_save", 1), ("end", 1),
+                                ("begin", None), ("after_save", 1), ("end", 1)]
+    assert records[0]["stdin"]["run_id"] != records[3]["stdin"]["run_id"]
+
+
+def test_restart_repeats_nothing_and_skips_nothing(ckpt, tmp_path, env, records_path):
+    """Steps: --once over two checkpoints; two more saved while no watcher runs; --once again.
+    Result: the second session delivers only the two new ones; end reports the last as handled."""
+    state = tmp_path / "state"
+    dcp_save(ckpt, "step-1")
+    dcp_save(ckpt, "step-2")
+    write_listener(tmp_path / "l", "rec")
+    args = ("run", str(ckpt), "--once", "-l", str(tmp_path / "l"), "--state-dir", str(state), "--log-format", "json")
+    assert run_cli(*args, env=env, cwd=tmp_path).returncode == 0
+    dcp_save(ckpt, "step-3")
+    dcp_save(ckpt, "step-4")
+    assert run_cli(*args, env=env, cwd=tmp_path).returncode == 0
+    sessions = summary(read_records(records_path))
+    assert sessions == [
+        ("begin", None), ("before_save", 1), ("after_save", 1), ("before_save", 2), ("after_save", 2), ("end", 2),
+        ("begin", None), ("before_save", 3), ("after_save", 3), ("before_save", 4), ("after_save", 4), ("end", 4),
+    ]
+    # A re-save under an old name (new content) is a new save, not a repeat.
+    os.replace(ckpt / "step-2" / ".metadata", ckpt / "old-meta")
+    (ckpt / "step-2" / ".metadata").write_bytes(b"new content, new save")
+    assert run_cli(*args, env=env, cwd=tmp_path).returncode == 0
+    assert summary(read_records(records_path))[-3:] == [("before_save", 2), ("after_save", 2), ("end", 2)]
+
+
+def test_kill_9_mid_listener_retries_the_cut_off_run_only(ckpt, tmp_path, watch, records_path):
+    """Steps: a listener hangs at step 2 on its first attempt; kill -9 the watcher while it
+    runs; save step 3; restart with the same state dir.
+    Result: the hung run's process group is killed; step 2 runs again marked retry (attempt 2);
+    step 1 is not repeated; step 3 is delivered once."""
+    dcp_save(ckpt, "step-1")
+    dcp_save(ckpt, "step-2")
+    hung_pid = tmp_path / "hung.pid"
+    write_listener(tmp_path / "l", "rec", events="after_save", after=(
+        "if record['stdin']['step'] == 2 and record['stdin']['attempt'] == 1:\n"
+        f"    open({str(hung_pid)!r}, 'w').write(str(os.getpid()))\n"
+        "    time.sleep(300)"))
+    args = (str(ckpt), "-l", str(tmp_path / "l"), "--state-dir", str(tmp_path / "state"))
+    first = watch(*args)
+    _wait_file(hung_pid)
+    first.send(signal.SIGKILL)
+    first.wait_exit()
+    hung = int(hung_pid.read_text())
+    assert _alive(hung), "the listener outlives a kill -9 of the watcher (it leads its own group)"
+    dcp_save(ckpt, "step-3")
+    second = watch(*args)
+    second.wait_run("rec", "after_save", 3)
+    second.wait_run("rec", "after_save", 2)
+    second.send(signal.SIGTERM)
+    assert second.wait_exit() == 0
+    assert not _alive(hung), "the cut-off run's group was killed before the retry"
+    after = [(r["stdin"]["step"], r["stdin"]["retry"], r["stdin"]["attempt"])
+             for r in read_records(records_path) if r["argv"] == ["after_save"]]
+    assert sorted(after) == [(1, False, 1), (2, False, 1), (2, True, 2), (3, False, 1)]
+
+
+def _wait_file(path: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.read_text()):
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_shutdown_timeout_keeps_queued_runs_for_the_next_session(ckpt, tmp_path, watch, records_path):
+    """Steps: a slow listener with three saves queued; SIGTERM with --shutdown-timeout 0.5.
+    Result: end still fires; the runs not done are delivered by the next session, none twice."""
+    for step in (1, 2, 3):
+        dcp_save(ckpt, f"step-{step}")
+    write_listener(tmp_path / "l", "slow", events="after_save,end",
+                   before="time.sleep(1.0 if record['argv'][0] == 'after_save' else 0)")
+    args = (str(ckpt), "-l", str(tmp_path / "l"), "--state-dir", str(tmp_path / "state"))
+    first = watch(*args, "--shutdown-timeout", "0.5")
+    first.wait_ready()
+    first.send(signal.SIGTERM)
+    assert first.wait_exit() == 0
+    assert any("kept in the journal" in r["msg"] for r in first.records)
+    done_first = [s for e, s in summary(read_records(records_path)) if e == "after_save"]
+    assert len(done_first) < 3
+    second = watch(*args)
+    second.wait_run("slow", "after_save", 3)
+    second.send(signal.SIGTERM)
+    assert second.wait_exit() == 0
+    records = [r for r in read_records(records_path) if r["argv"] == ["after_save"]]
+    assert sorted(r["stdin"]["step"] for r in records) == [1, 2, 3]  # the listener records as it finishes
+    interrupted = {r["step"] for r in first.records if r.get("outcome") == "interrupted"}
+    assert interrupted, "the shutdown timeout cut the running run off"
+    retried = {r["stdin"]["step"] for r in records if r["stdin"]["retry"]}
+    assert retried == interrupted

@@ -1,0 +1,203 @@
+"""The listener protocol of DESIGN.md, through the real CLI: argv, the JSON on
+stdin, the environment, subscriptions, exit 3, timeouts, discovery."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from conftest import json_log, read_records, run_cli, summary, write_listener
+
+
+def dcp_save(root: Path, name: str, payload: bytes = b"meta") -> Path:
+    """A committed DCP checkpoint, written in DCP's order (data, then .metadata by rename)."""
+    path = root / name
+    path.mkdir()
+    (path / "__0_0.distcp").write_bytes(os.urandom(256))
+    (path / ".metadata.tmp").write_bytes(payload)
+    os.replace(path / ".metadata.tmp", path / ".metadata")
+    return path
+
+
+def once(ckpt: Path, tmp_path: Path, env: dict[str, str], *extra: str):
+    return run_cli("run", str(ckpt), "--once", "--log-format", "json", *extra, env=env, cwd=tmp_path)
+
+
+def test_argv_stdin_and_environment(ckpt, tmp_path, env, records_path):
+    dcp_save(ckpt, "step-10")
+    write_listener(tmp_path / "l", "rec")
+    result = once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"), "--stop-file", str(tmp_path / "stop"))
+    assert result.returncode == 0, result.stderr
+    records = {r["argv"][0]: r for r in read_records(records_path)}
+    assert set(records) == {"begin", "before_save", "after_save", "end"}
+    after = records["after_save"]
+    run_id = after["stdin"]["run_id"]
+    assert after["stdin"] == {
+        "event": "after_save", "step": 10, "checkpoint": str(ckpt / "step-10"), "dir": str(ckpt),
+        "layout": "dcp", "stop_file": str(tmp_path / "stop"), "run_id": run_id, "retry": False, "attempt": 1,
+    }
+    assert after["env"]["CKPTWATCH_EVENT"] == "after_save"
+    assert after["env"]["CKPTWATCH_STEP"] == "10"
+    assert after["env"]["CKPTWATCH_CHECKPOINT"] == str(ckpt / "step-10")
+    assert after["env"]["CKPTWATCH_DIR"] == str(ckpt)
+    assert after["env"]["CKPTWATCH_LAYOUT"] == "dcp"
+    assert after["env"]["CKPTWATCH_STOP_FILE"] == str(tmp_path / "stop")
+    assert after["env"]["CKPTWATCH_RUN_ID"] == run_id
+    assert records["begin"]["stdin"]["step"] is None and records["begin"]["env"]["CKPTWATCH_STEP"] == ""
+    assert records["before_save"]["stdin"]["observed"] is False
+    assert records["end"]["stdin"]["last_step_handled"] is True
+    assert records["end"]["env"]["CKPTWATCH_LAST_STEP_HANDLED"] == "1"
+    assert records["end"]["stdin"]["step"] == 10
+
+
+def test_non_utf8_path_is_surrogateescaped_in_json_and_raw_in_env(ckpt, tmp_path, env, records_path):
+    name = os.fsdecode(b"step-\xff-3")
+    dcp_save(ckpt, name)
+    write_listener(tmp_path / "l", "rec", events="after_save")
+    result = once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"))
+    assert result.returncode == 0, result.stderr
+    [record] = read_records(records_path)
+    expected = os.path.join(str(ckpt), name)
+    assert record["stdin"]["checkpoint"] == expected  # \udcff in the JSON
+    assert os.fsencode(record["env"]["CKPTWATCH_CHECKPOINT"]) == os.fsencode(expected)  # raw 0xff byte
+
+
+def test_subscribed_events_only_start_processes(ckpt, tmp_path, env, records_path):
+    dcp_save(ckpt, "step-1")
+    write_listener(tmp_path / "l", "only-after", events="after_save,end")
+    result = once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"))
+    assert result.returncode == 0
+    assert summary(read_records(records_path)) == [("after_save", 1), ("end", 1)]
+    runs = [r for r in json_log(result.stderr) if r.get("kind") == "run"]
+    assert {r["event"] for r in runs} == {"after_save", "end"}
+
+
+def test_exit_3_writes_stop_file_after_every_listener_ran(ckpt, tmp_path, env, records_path):
+    """Steps: listener 'asker' exits 3 at step 2 with a reason; 'slow' takes a while each time.
+    Result: both run for every step; the stop file names asker, step 2 and the reason, and is
+    written after slow's step-2 run; a stop request is not a failure (exit 0)."""
+    for name in ("step-1", "step-2", "step-3"):
+        dcp_save(ckpt, name)
+    listeners = tmp_path / "l"
+    write_listener(listeners, "10-asker", events="after_save", after=(
+        "if record['stdin']['step'] == 2:\n    print('loss diverged: 1e9')\n    sys.exit(3)"))
+    write_listener(listeners, "20-slow", events="after_save", before="time.sleep(0.4); record['time'] = time.time()")
+    stop = tmp_path / "stop.json"
+    result = once(ckpt, tmp_path, env, "-l", str(listeners), "--stop-file", str(stop))
+    assert result.returncode == 0, result.stderr
+    records = read_records(records_path)
+    assert summary(records, "10-asker") == [("after_save", 1), ("after_save", 2), ("after_save", 3)]
+    assert summary(records, "20-slow") == [("after_save", 1), ("after_save", 2), ("after_save", 3)]
+    body = json.loads(stop.read_text())
+    assert body["step"] == 2
+    assert body["listeners"] == ["10-asker"]
+    assert "loss diverged" in body["reason"]
+    assert body["checkpoint"] == str(ckpt / "step-2")
+    slow_step2 = next(r for r in records if r["name"] == "20-slow" and r["stdin"]["step"] == 2)
+    assert body["time"] >= slow_step2["time"]
+
+
+def test_failing_listener_is_logged_and_others_go_on(ckpt, tmp_path, env, records_path):
+    dcp_save(ckpt, "step-1")
+    dcp_save(ckpt, "step-2")
+    listeners = tmp_path / "l"
+    write_listener(listeners, "10-broken", events="after_save", after="sys.exit(1)")
+    write_listener(listeners, "20-rec", events="after_save")
+    result = once(ckpt, tmp_path, env, "-l", str(listeners))
+    assert result.returncode == 1  # a listener failed; all events were still delivered
+    assert summary(read_records(records_path), "20-rec") == [("after_save", 1), ("after_save", 2)]
+    failed = [r for r in json_log(result.stderr) if r.get("outcome") == "failed"]
+    assert [(r["listener"], r["step"], r["exit"]) for r in failed] == [("10-broken", 1, 1), ("10-broken", 2, 1)]
+
+
+def test_hanging_listener_and_its_children_are_killed_at_the_timeout(ckpt, tmp_path, env, records_path):
+    dcp_save(ckpt, "step-1")
+    pid_file = tmp_path / "child.pid"
+    write_listener(tmp_path / "l", "hang", events="after_save", after=(
+        "import subprocess\n"
+        f"child = subprocess.Popen(['sleep', '300'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(300)"))
+    started = time.monotonic()
+    result = once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"), "--listener-timeout", "1")
+    assert result.returncode == 1, result.stderr
+    assert time.monotonic() - started < 60
+    [timeout] = [r for r in json_log(result.stderr) if r.get("outcome") == "timeout"]
+    assert timeout["listener"] == "hang"
+    child = int(pid_file.read_text())
+    assert not _alive(child), "the listener's child survived the timeout"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_output_streamed_with_the_listener_name(ckpt, tmp_path, env):
+    dcp_save(ckpt, "step-1")
+    script = tmp_path / "l" / "talker"
+    script.parent.mkdir()
+    script.write_text("#!/bin/sh\n# ckptwatch: events=after_save\necho first line\necho to stderr >&2\nprintf 'no newline'\n")
+    script.chmod(0o755)
+    result = once(ckpt, tmp_path, env, "-l", str(script.parent))
+    lines = [(r["listener"], r["msg"]) for r in json_log(result.stderr) if r.get("kind") == "output"]
+    assert lines == [("talker", "first line"), ("talker", "to stderr"), ("talker", "no newline")]
+
+
+def test_discovery_order_skips_and_warnings(ckpt, tmp_path, env):
+    listeners = tmp_path / "l"
+    for name in ("b-last", "10-first", "9-second", "a-third"):
+        write_listener(listeners, name)
+    for name in (".hidden", "old~", "x.bak", "y.swp", "z.dpkg-old"):
+        write_listener(listeners, name)
+    (listeners / "notes.txt").write_text("not a listener")
+    (listeners / "subdir").mkdir()
+    result = once(ckpt, tmp_path, env, "-l", str(listeners))
+    assert result.returncode == 0, result.stderr
+    log = json_log(result.stderr)
+    ready = next(r for r in log if r["kind"] == "ready")
+    assert ready["listeners"] == ["10-first", "9-second", "a-third", "b-last"]  # byte order
+    warnings = [r["msg"] for r in log if r["level"] == "warning"]
+    assert any("notes.txt is not executable" in w and "chmod +x" in w for w in warnings)
+    assert any("subdir is a directory" in w for w in warnings)
+    assert not any(hidden in w for w in warnings for hidden in (".hidden", "old~", "x.bak", "y.swp", "dpkg"))
+
+
+def test_world_writable_listener_is_refused(ckpt, tmp_path, env, records_path):
+    path = write_listener(tmp_path / "l", "open-to-all")
+    path.chmod(0o777)
+    result = once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"))
+    assert result.returncode == 0
+    assert read_records(records_path) == []
+    assert any("writable by every user" in r["msg"] for r in json_log(result.stderr))
+
+
+def test_python_listener_class(ckpt, tmp_path, env):
+    """A CheckpointSaverListener subclass served as a script: after_save returning True is exit 3."""
+    dcp_save(ckpt, "step-4")
+    script = tmp_path / "l" / "py-listener"
+    script.parent.mkdir()
+    script.write_text(
+        f"#!{sys.executable}\n# ckptwatch: events=after_save,end\n"
+        "from ckptwatch import CheckpointSaverListener\nfrom ckptwatch.pylistener import serve\n"
+        "class Stopper(CheckpointSaverListener):\n"
+        "    def after_save(self, event):\n"
+        "        print(f'saw {event.step} at {event.checkpoint}')\n"
+        "        return event.step >= 4\n"
+        "    def end(self, event):\n"
+        "        print(f'end {event.step} handled={event.last_step_handled}')\n"
+        "serve(Stopper())\n"
+    )
+    script.chmod(0o755)
+    stop = tmp_path / "stop"
+    result = once(ckpt, tmp_path, env, "-l", str(script.parent), "--stop-file", str(stop))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(stop.read_text())["step"] == 4
+    output = [r["msg"] for r in json_log(result.stderr) if r.get("kind") == "output"]
+    assert output == [f"saw 4 at {ckpt / 'step-4'}", "end 4 handled=True"]
