@@ -1,0 +1,72 @@
+"""The journal on a real file: torn records, pending runs, one watcher per state dir."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ckptwatch.events import Event
+from ckptwatch.journal import Journal, JournalBusy
+
+AFTER = Event("after_save", 5, "step-5", "dcp|step-5|5|1|1", observed=True, marker="step-5/.metadata")
+
+
+def test_torn_last_record_is_dropped_and_the_rest_kept(tmp_path):
+    journal = Journal(str(tmp_path))
+    queued = journal.record_event(AFTER, ("a", "b"), "run1")
+    journal.run_started(queued.id, "a", 1, 4242, None)
+    journal.run_finished(queued.id, "a", 1, "done", 0)
+    journal.close()
+    with open(journal.path, "ab") as handle:
+        handle.write(b'{"r":"run","id":1,"listener":"b","sta')  # a crash mid-write
+    again = Journal(str(tmp_path))
+    assert again.dropped_lines == 1
+    pending = again.pending()
+    assert [(p.listener, p.attempt) for p in pending] == [("b", 1)]  # a: done, never repeated
+    assert again.after_save_status(AFTER.identity, "a") == "done"
+    tracker = again.tracker()
+    assert tracker.last is not None and tracker.last.step == 5
+    again.close()
+    # The torn bytes are gone from the file, so the next append starts on a clean line.
+    lines = open(journal.path, "rb").read().splitlines()
+    assert all(json.loads(line) for line in lines)
+
+
+def test_started_without_outcome_is_a_retry(tmp_path):
+    journal = Journal(str(tmp_path))
+    queued = journal.record_event(AFTER, ("a",), "run1")
+    journal.run_started(queued.id, "a", 1, 4242, 99)
+    journal.close()
+    again = Journal(str(tmp_path))
+    [run] = again.pending()
+    assert (run.listener, run.attempt, run.pgid, run.pgid_start) == ("a", 2, 4242, 99)
+    again.close()
+
+
+def test_interrupted_is_retried_and_finished_is_not(tmp_path):
+    journal = Journal(str(tmp_path))
+    first = journal.record_event(AFTER, ("a", "b", "c"), "run1")
+    journal.run_finished(first.id, "a", 1, "interrupted", None)
+    journal.run_finished(first.id, "b", 1, "failed", 1)
+    journal.run_finished(first.id, "c", 1, "vanished", None)
+    journal.close()
+    again = Journal(str(tmp_path))
+    assert [(p.listener, p.attempt) for p in again.pending()] == [("a", 2)]
+    again.close()
+
+
+def test_a_second_watcher_on_the_same_state_dir_is_refused(tmp_path):
+    journal = Journal(str(tmp_path))
+    with pytest.raises(JournalBusy):
+        Journal(str(tmp_path))
+    journal.close()
+    Journal(str(tmp_path)).close()
+
+
+def test_garbage_lines_are_skipped_not_fatal(tmp_path):
+    (tmp_path / "journal.jsonl").write_bytes(b"not json\n\x00\xff binary\n[1,2]\n")
+    journal = Journal(str(tmp_path))
+    assert journal.dropped_lines == 3
+    assert journal.pending() == []
+    journal.close()
