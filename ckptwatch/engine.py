@@ -193,6 +193,7 @@ class Session:
         self.layout: Layout | None = None
         self.layout_fixed = False
         self.watcher: Watcher | None = None
+        self.recheck_at: float | None = None
         self._problems_seen: set[str] = set()
         self._said_undecided = False
         self._ignore = frozenset(
@@ -264,6 +265,8 @@ class Session:
 
     def _wait_timeout(self) -> float:
         timeout = self.config.rescan_interval
+        if self.recheck_at is not None:
+            timeout = max(0.0, min(timeout, self.recheck_at - time.monotonic()))
         if self.config.idle_timeout is not None:
             left = self.config.idle_timeout - (time.monotonic() - self.last_commit)
             timeout = max(0.0, min(timeout, left))
@@ -301,6 +304,7 @@ class Session:
                 self.watcher.watch_subdirs(sorted(listing.dirs)[:_UNDECIDED_WATCHES])
             return
         observation = layout.scan(listing)
+        self.recheck_at = None if observation.recheck is None else time.monotonic() + observation.recheck
         for problem in observation.problems:
             self._problem(problem)
         previous = self.tracker.last

@@ -100,13 +100,17 @@ class Observation:
 
     ``watch`` names subdirectories (relative) whose changes matter now, so the
     watcher can add a narrow watch on them. ``problems`` are one-line
-    descriptions of anything the scan had to skip, for the log.
+    descriptions of anything the scan had to skip, for the log. ``recheck``
+    asks for another scan within that many seconds even without a
+    notification: a layout that commits a file written in place by "complete
+    content, and the same size and mtime at two looks" needs the second look.
     """
 
     committed: list[Checkpoint] = field(default_factory=list)
     in_progress: list[SaveInProgress] = field(default_factory=list)
     watch: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    recheck: float | None = None
 
 
 class Layout:
