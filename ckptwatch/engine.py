@@ -72,8 +72,8 @@ class Engine:
         config = self.config
         if config.layout != "auto":
             try:
-                layouts.layout_class(config.layout)
-            except layouts.UnknownLayout as exc:
+                layouts.create(config.layout, self.dir)
+            except (layouts.UnknownLayout, ValueError) as exc:
                 raise UsageError(str(exc)) from None
         if os.path.exists(self.dir) and not os.path.isdir(self.dir):
             raise UsageError(f"{config.dir} is not a directory")
@@ -336,7 +336,7 @@ class Session:
         return self.layout
 
     def _use_layout(self, name: str, why: str, *, fixed: bool) -> None:
-        self.layout = layouts.layout_class(name)(self.dir)
+        self.layout = layouts.create(name, self.dir)
         self.layout_fixed = fixed
         self.context.layout = name
         emit("info", f"layout {name} ({self.layout.framework}): {why}", layout=name)

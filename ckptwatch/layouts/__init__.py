@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .base import Layout, Listing
 
-__all__ = ["REGISTRY", "UnknownLayout", "detect", "layout_class", "names"]
+__all__ = ["REGISTRY", "UnknownLayout", "create", "detect", "layout_class", "names"]
 
 #: ``--layout`` name -> "module:Class", in detection precedence.
 REGISTRY: dict[str, str] = {
@@ -39,6 +39,17 @@ def layout_class(name: str) -> type[Layout]:
     module, _, attr = target.partition(":")
     cls: type[Layout] = getattr(importlib.import_module(module), attr)
     return cls
+
+
+def create(spec: str, root: str) -> Layout:
+    """A layout from a ``--layout`` value: ``NAME`` or ``NAME:ARGUMENT`` (``glob:model_{step}.pt``)."""
+    name, colon, argument = spec.partition(":")
+    cls = layout_class(name)
+    if cls.takes_argument and not argument:
+        raise UnknownLayout(f"layout {name} needs an argument: --layout '{name}:{cls.argument_help}'")
+    if colon and not cls.takes_argument:
+        raise UnknownLayout(f"layout {name} takes no argument; use --layout {name}")
+    return cls(root, argument or None)
 
 
 def detect(listing: Listing) -> tuple[str, str] | None:

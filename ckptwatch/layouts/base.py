@@ -127,9 +127,14 @@ class Layout:
     commits: ClassVar[str]
     #: The largest marker file read whole; a larger one is a problem, not a read.
     max_marker_bytes: ClassVar[int] = 1 << 20
+    #: Layouts like ``marker:NAME`` and ``glob:PATTERN`` take an argument.
+    takes_argument: ClassVar[bool] = False
+    argument_help: ClassVar[str] = ""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, argument: str | None = None) -> None:
+        """``argument`` is what follows ``NAME:`` in ``--layout`` (validated here; raise ValueError)."""
         self.root = root
+        self.argument = argument
 
     @classmethod
     def detect(cls, listing: Listing) -> str | None:

@@ -26,8 +26,8 @@ class HFLayout(Layout):
     starts = "checkpoint-N/ (or tmp-checkpoint-N/) created"
     commits = "checkpoint-N/trainer_state.json complete (parses, global_step == N)"
 
-    def __init__(self, root: str) -> None:
-        super().__init__(root)
+    def __init__(self, root: str, argument: str | None = None) -> None:
+        super().__init__(root, argument)
         # (mtime_ns, size) of a state file already parsed, per directory:
         # a settled checkpoint costs one stat per scan, not a read.
         self._parsed: dict[str, tuple[int, int, bool]] = {}

@@ -71,8 +71,8 @@ class TFLayout(Layout):
     starts = "PREFIX-N_temp/ dir or PREFIX-N.*.tempstate file"
     commits = "'checkpoint' state file renamed in, naming PREFIX-N (its .index present)"
 
-    def __init__(self, root: str) -> None:
-        super().__init__(root)
+    def __init__(self, root: str, argument: str | None = None) -> None:
+        super().__init__(root, argument)
         self._real_root = os.path.realpath(root)
 
     @classmethod
