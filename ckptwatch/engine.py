@@ -27,7 +27,8 @@ from .console import emit
 from .dispatch import Dispatcher, RunContext
 from .events import Event
 from .journal import Journal, JournalBusy
-from .layouts.base import Layout, Listing
+from .dirindex import DirIndex
+from .layouts.base import Layout
 from .listeners import ListenerError, ListenerSpec, discover
 from .watch import Waker, Watcher
 
@@ -42,10 +43,6 @@ _UNDECIDED_WATCHES = 64
 
 class UsageError(Exception):
     """A user error: one line that says what to fix, exit status 2."""
-
-
-class _DirGone(Exception):
-    pass
 
 
 def run(config: Config) -> int:
@@ -196,11 +193,12 @@ class Session:
         self.recheck_at: float | None = None
         self._problems_seen: set[str] = set()
         self._said_undecided = False
-        self._ignore = frozenset(
+        ignore = frozenset(
             os.path.basename(path)
             for path in (self.config.state_path, self.config.stop_path)
             if os.path.dirname(path) == self.dir
         )
+        self.index = DirIndex(self.dir, ignore)
 
     def run(self) -> str:
         self.startup()
@@ -252,16 +250,25 @@ class Session:
 
     def main_loop(self) -> str:
         waker = self.engine.waker
-        waker.wake()  # the first scan, at once
+        waker.hint_everything()  # the first scan, at once, of everything
         while True:
-            waker.wait(self._wait_timeout())
-            try:
-                self.scan()
-            except _DirGone:
-                return "dir-gone"
+            woken = waker.wait(self._wait_timeout())
+            everything, hints = waker.take()
             reason = self.should_exit()
+            try:
+                if everything or reason:
+                    self.index.relist()
+                elif not woken:
+                    self.index.relist(only_if_changed=True)  # the safety rescan
+                elif hints:
+                    self.index.refresh(hints)
+                self.scan()
+            except (FileNotFoundError, NotADirectoryError):
+                return "dir-gone"
             if reason:
                 return reason
+            if self.config.once:
+                return "once"
 
     def _wait_timeout(self) -> float:
         timeout = self.config.rescan_interval
@@ -273,14 +280,12 @@ class Session:
         return timeout
 
     def should_exit(self) -> str | None:
-        """The one place that decides the session is over, and why."""
+        """The one place that decides the session is over, and why (a last scan follows)."""
         engine = self.engine
         if engine.force_signal is not None:
             return "forced"
         if engine.exit_reason:
             return engine.exit_reason
-        if self.config.once:
-            return "once"
         idle = self.config.idle_timeout
         if idle is not None and time.monotonic() - self.last_commit >= idle:
             emit("info", f"no new checkpoint for {idle:g} s: idle timeout")
@@ -291,19 +296,13 @@ class Session:
         return None
 
     def scan(self) -> None:
-        try:
-            listing = Listing.read(self.dir, self._ignore)
-        except (FileNotFoundError, NotADirectoryError):
-            raise _DirGone from None
-        except OSError as exc:
-            self._problem(f"cannot list {self.config.dir}: {exc.strerror}")
-            return
-        layout = self._current_layout(listing)
+        """Turn what the index says of DIR into events, and narrow the watches."""
+        layout = self._current_layout()
         if layout is None:
             if self.watcher is not None:
-                self.watcher.watch_subdirs(sorted(listing.dirs)[:_UNDECIDED_WATCHES])
+                self.watcher.watch_subdirs(self.index.dirs(_UNDECIDED_WATCHES))
             return
-        observation = layout.scan(listing)
+        observation = layout.scan(self.index.view(type(layout)))
         self.recheck_at = None if observation.recheck is None else time.monotonic() + observation.recheck
         for problem in observation.problems:
             self._problem(problem)
@@ -321,10 +320,10 @@ class Session:
         if self.watcher is not None and self.watcher.watch_subdirs(observation.watch):
             self.engine.waker.wake()  # a new watch may have missed what came before it
 
-    def _current_layout(self, listing: Listing) -> Layout | None:
+    def _current_layout(self) -> Layout | None:
         if self.layout_fixed:
             return self.layout
-        found = layouts.detect(listing)
+        found = layouts.detect(self.index.view)
         if found is None:
             if not self._said_undecided and self.layout is None:
                 self._said_undecided = True

@@ -8,6 +8,7 @@ level of DIR with a fixed precedence (the order of ``REGISTRY``).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -52,10 +53,15 @@ def create(spec: str, root: str) -> Layout:
     return cls(root, argument or None)
 
 
-def detect(listing: Listing) -> tuple[str, str] | None:
-    """``(layout name, why)`` for the first layout that recognises DIR, or None."""
+def detect(view: Callable[[type[Layout]], Listing]) -> tuple[str, str] | None:
+    """``(layout name, why)`` for the first layout that recognises DIR, or None.
+
+    ``view(cls)`` gives the part of DIR that interests layout ``cls``
+    (``DirIndex.view``; ``lambda cls: listing`` for a plain listing).
+    """
     for name in REGISTRY:
-        reason = layout_class(name).detect(listing)
+        cls = layout_class(name)
+        reason = cls.detect(view(cls))
         if reason:
             return name, reason
     return None

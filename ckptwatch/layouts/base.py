@@ -137,6 +137,15 @@ class Layout:
         self.argument = argument
 
     @classmethod
+    def interesting(cls, name: str, is_dir: bool) -> bool:
+        """Whether a top-level entry can matter to this layout (cheap: called per name).
+
+        Only these reach ``detect`` and ``scan``, so a scan costs in proportion
+        to the checkpoints, not to every file beside them. Default: everything.
+        """
+        return True
+
+    @classmethod
     def detect(cls, listing: Listing) -> str | None:
         """Why DIR looks like this layout (a phrase for the log), or None."""
         raise NotImplementedError
@@ -159,9 +168,21 @@ class Layout:
 
     def read_marker(self, rel: str, problems: list[str]) -> bytes | None:
         """A small marker file's bytes; None (and a problem) when unreadable."""
+        got = self.read_marker_stat(rel, problems)
+        return got[0] if got else None
+
+    def read_marker_stat(self, rel: str, problems: list[str]) -> tuple[bytes, os.stat_result] | None:
+        """A marker's bytes with the ``fstat`` taken after reading them.
+
+        For a marker written in place, identity must come from the same open
+        file after the read: a ``stat`` before the read can see the file
+        truncated and the read its new content. None when the size moved
+        during the read (still being written: look again).
+        """
         try:
             with open(self.join(rel), "rb") as handle:
                 data = handle.read(self.max_marker_bytes + 1)
+                st = os.fstat(handle.fileno())
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -170,7 +191,9 @@ class Layout:
         if len(data) > self.max_marker_bytes:
             problems.append(f"{rel} is larger than {self.max_marker_bytes} bytes; not read as a marker")
             return None
-        return data
+        if st.st_size != len(data):
+            return None
+        return data, st
 
     def inside(self, rel: str) -> bool:
         """Whether a relative path stays inside DIR once normalised."""

@@ -8,12 +8,14 @@ step; it is the number the directory's name ends with (``step-100``, ``100``).
 from __future__ import annotations
 
 import os
+import re
 
 from .base import Checkpoint, Layout, Listing, Observation, SaveInProgress, trailing_step
 
 __all__ = ["DCPLayout"]
 
 METADATA = ".metadata"
+_MEGATRON = re.compile(r"^iter_\d{7,}$")
 #: How many numbered directories detection looks into.
 _DETECT_LOOKS = 8
 
@@ -25,8 +27,13 @@ class DCPLayout(Layout):
     commits = "DIR/<name>-N/.metadata renamed in"
 
     @classmethod
+    def interesting(cls, name: str, is_dir: bool) -> bool:
+        return is_dir and name[-1:].isdigit()
+
+    @classmethod
     def detect(cls, listing: Listing) -> str | None:
-        numbered = sorted(n for n in listing.dirs if trailing_step(n) is not None)
+        # Megatron-LM's iter_NNNNNNN/ hold DCP files too, but commit later, by their tracker file.
+        numbered = sorted(n for n in listing.dirs if trailing_step(n) is not None and not _MEGATRON.match(n))
         for name in numbered[-_DETECT_LOOKS:]:
             try:
                 with os.scandir(os.path.join(listing.root, name)) as entries:

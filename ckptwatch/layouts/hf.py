@@ -33,6 +33,10 @@ class HFLayout(Layout):
         self._parsed: dict[str, tuple[int, int, bool]] = {}
 
     @classmethod
+    def interesting(cls, name: str, is_dir: bool) -> bool:
+        return is_dir and (name.startswith("checkpoint-") or name.startswith("tmp-checkpoint-"))
+
+    @classmethod
     def detect(cls, listing: Listing) -> str | None:
         for name in sorted(listing.dirs):
             if _CHECKPOINT_DIR.match(name) or _TMP_DIR.match(name):
@@ -68,17 +72,18 @@ class HFLayout(Layout):
         if st is None:
             return None
         known = self._parsed.get(name)
-        if known and known[:2] == (st.st_mtime_ns, st.st_size):
-            complete = known[2]
-        else:
-            complete = self._state_complete(marker, step, problems)
-            self._parsed[name] = (st.st_mtime_ns, st.st_size, complete)
-        if not complete:
+        if not (known and known[:2] == (st.st_mtime_ns, st.st_size)):
+            got = self.read_marker_stat(marker, problems)
+            if got is None:
+                return None  # gone, or being written: the close wakes us
+            data, st = got
+            known = (st.st_mtime_ns, st.st_size, self._state_complete(marker, data, step, problems))
+            self._parsed[name] = known
+        if not known[2]:
             return None
-        return Checkpoint(self.name, step, name, marker, st.st_mtime_ns, st.st_size)
+        return Checkpoint(self.name, step, name, marker, known[0], known[1])
 
-    def _state_complete(self, marker: str, step: int, problems: list[str]) -> bool:
-        data = self.read_marker(marker, problems)
+    def _state_complete(self, marker: str, data: bytes, step: int, problems: list[str]) -> bool:
         if not data:
             return False
         try:

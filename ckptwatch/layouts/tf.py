@@ -74,6 +74,14 @@ class TFLayout(Layout):
     def __init__(self, root: str, argument: str | None = None) -> None:
         super().__init__(root, argument)
         self._real_root = os.path.realpath(root)
+        # Per prefix base ("model.ckpt"): the newest step the state file named at an earlier look.
+        self._newest_listed: dict[str, int] = {}
+
+    @classmethod
+    def interesting(cls, name: str, is_dir: bool) -> bool:
+        if is_dir:
+            return name.endswith("_temp")
+        return name == STATE_FILE or ".tempstate" in name or name.endswith(".index")
 
     @classmethod
     def detect(cls, listing: Listing) -> str | None:
@@ -94,10 +102,50 @@ class TFLayout(Layout):
             match = _TEMP_FILE.match(name)
             if match:
                 obs.in_progress.append(SaveInProgress(int(match.group(2)), match.group(1)))
+        obs.in_progress = _unique(obs.in_progress)
         if STATE_FILE in listing.files:
             obs.committed = self._committed(obs.problems)
-        obs.in_progress = _unique(obs.in_progress)
+            obs.committed += self._between_looks(listing, obs)
+            obs.committed.sort(key=lambda c: c.step)
         return obs
+
+    def _between_looks(self, listing: Listing, obs: Observation) -> list[Checkpoint]:
+        """Saves committed and dropped from the state file between two looks.
+
+        The state file lists only the newest ``max_to_keep``; in a burst of
+        saves a look can come after several commits. A saver commits in
+        order, so a prefix of the same base whose ``.index`` is here, with a
+        step between the newest listed at the previous look and the newest
+        listed now, was committed by a state file we did not see (a save in
+        progress has a step above the newest listed, or a ``_temp`` dir).
+        """
+        newest: dict[str, int] = {}
+        listed = set()
+        for checkpoint in obs.committed:
+            base = checkpoint.path[: checkpoint.path.rfind("-")]
+            newest[base] = max(newest.get(base, checkpoint.step), checkpoint.step)
+            listed.add(checkpoint.path)
+        starting = {save.path for save in obs.in_progress}
+        found = []
+        for base, step in newest.items():
+            before = self._newest_listed.get(base)
+            self._newest_listed[base] = max(step, before if before is not None else step)
+            if before is None or step - before < 2:
+                continue
+            for name in listing.files:
+                if not name.endswith(".index") or not name.startswith(base + "-"):
+                    continue
+                prefix = name[: -len(".index")]
+                match = _STEP.search(prefix)
+                if not match or prefix in listed or prefix in starting or prefix[: match.start()] != base:
+                    continue
+                if before < int(match.group(1)) < step:
+                    index = self.stat(name)
+                    if index is not None:
+                        found.append(
+                            Checkpoint(self.name, int(match.group(1)), prefix, name, index.st_mtime_ns, index.st_size)
+                        )
+        return found
 
     def _committed(self, problems: list[str]) -> list[Checkpoint]:
         data = self.read_marker(STATE_FILE, problems)
