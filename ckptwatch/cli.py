@@ -64,6 +64,12 @@ def cli() -> None:
 @click.option("--config", "config_file", envvar="CKPTWATCH_CONFIG", is_eager=True, expose_value=True,
               type=click.Path(dir_okay=False, path_type=str), callback=_load_config_file,
               help="A ckptwatch.toml.  [default: ./ckptwatch.toml when it exists]")
+@click.option("--start-from", envvar="CKPTWATCH_START_FROM", default="all", metavar="all|latest|now|STEP",
+              help="On a first start (empty journal), which checkpoints already there get events.")
+@click.option("--poll", envvar="CKPTWATCH_POLL", type=click.FloatRange(0), is_flag=False, flag_value=1.0,
+              default=None, metavar="[SECONDS]", show_default=False,
+              help="Scan every SECONDS (default 1) instead of native notifications (NFS, FUSE). Automatic on "
+              "network and FUSE file systems; --poll 0 never polls.")
 @click.option("--once", is_flag=True, envvar="CKPTWATCH_ONCE",
               help="Deliver what DIR holds now, fire end, exit (for CI and cron).")
 @click.option("--idle-timeout", envvar="CKPTWATCH_IDLE_TIMEOUT", type=click.FloatRange(0, min_open=True),

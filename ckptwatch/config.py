@@ -32,6 +32,8 @@ RUN_KEYS = frozenset(
         "listener_timeout",
         "shutdown_timeout",
         "log_format",
+        "poll",
+        "start_from",
     }
 )
 
@@ -55,8 +57,13 @@ class Config:
     command: tuple[str, ...] = ()
     #: Per-listener settings from ``[listener.NAME]`` tables: events, timeout.
     listener_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    #: How often to scan even without a notification (lost events are found then).
-    rescan_interval: float = 5.0
+    #: Seconds between scans instead of native notifications; None: automatic
+    #: (poll at 1 s on network and FUSE file systems); 0: never poll.
+    poll: float | None = None
+    #: On a first start (empty journal), which checkpoints already there get events.
+    start_from: str = "all"
+    #: How often to look again with native notifications, in case one was lost.
+    rescan_interval: float = 10.0
 
     def __post_init__(self) -> None:
         for name in ("idle_timeout", "listener_timeout"):
@@ -65,6 +72,10 @@ class Config:
                 raise ConfigError(f"{name.replace('_', '-')} must be more than 0 seconds, not {value:g}")
         if self.shutdown_timeout < 0:
             raise ConfigError(f"shutdown-timeout must be 0 or more seconds, not {self.shutdown_timeout:g}")
+        if self.poll is not None and self.poll < 0:
+            raise ConfigError(f"poll must be 0 (never) or more seconds, not {self.poll:g}")
+        if self.start_from not in ("all", "latest", "now") and not str(self.start_from).isdigit():
+            raise ConfigError(f"start-from must be all, latest, now or a step number, not {self.start_from!r}")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"log-format must be one of {', '.join(LOG_FORMATS)}, not {self.log_format!r}")
 

@@ -28,9 +28,10 @@ from .dispatch import Dispatcher, RunContext
 from .events import Event
 from .journal import Journal, JournalBusy
 from .dirindex import DirIndex
-from .layouts.base import Layout
+from .fstype import filesystem_type, needs_polling
+from .layouts.base import Layout, Observation
 from .listeners import ListenerError, ListenerSpec, discover
-from .watch import Waker, Watcher
+from .watch import InotifyWatcher, ObserverWatcher, Waker, Watcher
 
 __all__ = ["EXIT_LISTENER_FAILED", "EXIT_OK", "EXIT_USAGE", "Engine", "UsageError", "run"]
 
@@ -189,7 +190,10 @@ class Session:
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
         self.layout: Layout | None = None
         self.layout_fixed = False
-        self.watcher: Watcher | None = None
+        self.watcher: InotifyWatcher | ObserverWatcher | None = None
+        self.interval = self.config.rescan_interval
+        self.trust_mtime = True
+        self.start_pending = self.config.start_from != "all"
         self.recheck_at: float | None = None
         self._problems_seen: set[str] = set()
         self._said_undecided = False
@@ -232,19 +236,37 @@ class Session:
         self.dispatcher.start()
         self._dispatch(self.tracker.begin())
         self.dispatcher.resume(self.journal.pending())
+        self.first_start = self.journal.empty
         if not config.once:
-            self.watcher = Watcher(self.dir, self.engine.waker)
-            try:
-                self.watcher.start()
-            except OSError as exc:
-                self.watcher = None
-                emit("info", f"cannot watch {config.dir} natively ({exc.strerror or exc}); scanning every "
-                     f"{config.rescan_interval:g} s instead", logging.WARNING)
+            self._start_watching()
         names = ", ".join(spec.name for spec in self.engine.listeners) or "none"
         self.last_commit = time.monotonic()
         emit("ready", f"watching {config.dir} (layout {config.layout}, listeners: {names}, run {self.run_id})",
              dir=self.dir, layout=config.layout, listeners=[s.name for s in self.engine.listeners],
              run_id=self.run_id, stop_file=config.stop_path, state_dir=config.state_path)
+
+    def _start_watching(self) -> None:
+        """Native notifications, or a scan on a timer where they cannot be trusted."""
+        config = self.config
+        fstype = filesystem_type(self.dir)
+        self.trust_mtime = not needs_polling(fstype)
+        poll = config.poll
+        if poll is None and needs_polling(fstype):
+            poll = 1.0
+            emit("info", f"{config.dir} is on {fstype}, where changes made elsewhere send no notification: "
+                 "scanning every 1 s (--poll 0 forces native notifications)")
+        if poll:
+            self.interval = poll
+            emit("info", f"polling {config.dir} every {poll:g} s", poll=poll)
+            return
+        self.watcher = Watcher(self.dir, self.engine.waker)
+        try:
+            self.watcher.start()
+        except OSError as exc:
+            self.watcher = None
+            self.interval = 1.0
+            emit("info", f"cannot watch {config.dir} natively ({exc.strerror or exc}); scanning every "
+                 f"{self.interval:g} s instead", logging.WARNING)
 
     # main loop -----------------------------------------------------------------
 
@@ -259,7 +281,9 @@ class Session:
                 if everything or reason:
                     self.index.relist()
                 elif not woken:
-                    self.index.relist(only_if_changed=True)  # the safety rescan
+                    # A poll tick, or the safety rescan. A network file system may
+                    # cache DIR's mtime: there, list it whole.
+                    self.index.relist(only_if_changed=self.trust_mtime)
                 elif hints:
                     self.index.refresh(hints)
                 self.scan()
@@ -271,7 +295,7 @@ class Session:
                 return "once"
 
     def _wait_timeout(self) -> float:
-        timeout = self.config.rescan_interval
+        timeout = self.interval
         if self.recheck_at is not None:
             timeout = max(0.0, min(timeout, self.recheck_at - time.monotonic()))
         if self.config.idle_timeout is not None:
@@ -299,10 +323,14 @@ class Session:
         """Turn what the index says of DIR into events, and narrow the watches."""
         layout = self._current_layout()
         if layout is None:
+            self.start_pending = False  # nothing recognisable was there at the start
             if self.watcher is not None:
                 self.watcher.watch_subdirs(self.index.dirs(_UNDECIDED_WATCHES))
             return
         observation = layout.scan(self.index.view(type(layout)))
+        if self.start_pending:
+            self.start_pending = False
+            self._skip_at_start(observation)
         self.recheck_at = None if observation.recheck is None else time.monotonic() + observation.recheck
         for problem in observation.problems:
             self._problem(problem)
@@ -319,6 +347,29 @@ class Session:
             self.layout_fixed = True
         if self.watcher is not None and self.watcher.watch_subdirs(observation.watch):
             self.engine.waker.wake()  # a new watch may have missed what came before it
+
+    def _skip_at_start(self, observation: Observation) -> None:
+        """``--start-from``: on a first start, which checkpoints already there get no events."""
+        start = self.config.start_from
+        if not self.first_start:
+            emit("info", f"--start-from {start} applies to a first start only; the journal says where to resume")
+            return
+        committed = sorted(observation.committed, key=lambda c: c.step)
+        if start == "now":
+            skipped = committed
+        elif start == "latest":
+            skipped = committed[:-1]
+        else:
+            skipped = [c for c in committed if c.step < int(start)]
+        self.tracker.skip(skipped)
+        for checkpoint in skipped:
+            self.journal.record_event(
+                Event("after_save", checkpoint.step, checkpoint.path, checkpoint.identity, marker=checkpoint.marker),
+                (), self.run_id,
+            )
+        if skipped:
+            emit("info", f"--start-from {start}: {len(skipped)} checkpoint(s) already there get no events "
+                 f"(steps {skipped[0].step}..{skipped[-1].step})")
 
     def _current_layout(self) -> Layout | None:
         if self.layout_fixed:

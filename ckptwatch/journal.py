@@ -162,6 +162,11 @@ class Journal:
                     runs.append(PendingRun(queued, listener, state.attempt + 1, state.pgid, state.pgid_start))
         return runs
 
+    @property
+    def empty(self) -> bool:
+        """No event was ever queued here: a first start."""
+        return not self._events
+
     def after_save_status(self, identity: str, listener: str) -> str | None:
         """The outcome of ``listener``'s ``after_save`` for that checkpoint, any session."""
         event_id = self._after_save_by_identity.get(identity)

@@ -112,6 +112,13 @@ class Tracker:
         self.last = LastCommit(checkpoint.step, checkpoint.path, checkpoint.identity, checkpoint.marker)
         return events
 
+    def skip(self, checkpoints: list[Checkpoint]) -> None:
+        """Take these as handled without events (``--start-from`` on a first start)."""
+        for checkpoint in sorted(checkpoints, key=lambda c: (c.step, c.path)):
+            self._delivered.add(checkpoint.identity)
+            self._committed_names.add((checkpoint.path, checkpoint.step))
+            self.last = LastCommit(checkpoint.step, checkpoint.path, checkpoint.identity, checkpoint.marker)
+
     def end(self) -> Event:
         if not self._begun or self._ended:
             raise TrackerError("end belongs once, after begin")

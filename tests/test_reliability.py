@@ -1,0 +1,123 @@
+"""Faults from outside, produced for real: polling, a first start on a full
+directory, an inotify queue that overflows, stop files across runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import json_log, read_records, run_cli, summary, write_listener
+from test_protocol import dcp_save
+from tracereplay import Saved, replay
+
+
+def test_poll_delivers_each_save_once_in_order(ckpt, tmp_path, watch, records_path):
+    write_listener(tmp_path / "l", "rec", events="after_save")
+    w = watch(str(ckpt), "-l", str(tmp_path / "l"), "--poll", "0.2")
+    w.wait_ready()
+    w.wait_for(lambda r: "polling" in r["msg"])
+
+    def saved(save: Saved) -> None:
+        w.wait_run("rec", "after_save", save.step)
+
+    saves = replay("torch_dcp", ckpt, saved)
+    w.send(signal.SIGTERM)
+    assert w.wait_exit() == 0
+    assert summary(read_records(records_path)) == [("after_save", s.step) for s in saves]
+
+
+def test_poll_flag_without_a_value_before_the_command(ckpt, tmp_path, env):
+    result = run_cli("run", str(ckpt), "--poll", "--log-format", "json", "--", "true", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert any(r["msg"] == f"polling {ckpt} every 1 s" for r in json_log(result.stderr))
+
+
+def test_start_from_on_a_first_start_only(ckpt, tmp_path, env, records_path):
+    for step in (1, 2, 3, 4):
+        dcp_save(ckpt, f"step-{step}")
+    write_listener(tmp_path / "l", "rec", events="after_save")
+
+    def once(state: str, start: str):
+        result = run_cli("run", str(ckpt), "--once", "-l", str(tmp_path / "l"), "--state-dir", str(tmp_path / state),
+                         "--start-from", start, "--log-format", "json", env=env, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        return result
+
+    def delivered() -> list[int]:
+        steps = [s for _, s in summary(read_records(records_path))]
+        records_path.unlink(missing_ok=True)
+        return steps
+
+    once("s-now", "now")
+    assert delivered() == []
+    once("s-latest", "latest")
+    assert delivered() == [4]
+    once("s-step", "3")
+    assert delivered() == [3, 4]
+    once("s-all", "all")
+    assert delivered() == [1, 2, 3, 4]
+    # A restart is not a first start: what was skipped stays skipped, what is new comes.
+    dcp_save(ckpt, "step-5")
+    result = once("s-now", "now")
+    assert delivered() == [5]
+    assert any("first start only" in r["msg"] for r in json_log(result.stderr))
+
+
+def test_bad_start_from_is_a_usage_error(ckpt, tmp_path, env):
+    result = run_cli("run", str(ckpt), "--once", "--start-from", "yesterday", env=env, cwd=tmp_path)
+    assert result.returncode == 2 and "start-from" in result.stderr
+
+
+def test_inotify_queue_overflow_is_caught_and_dir_relisted(ckpt, tmp_path, watch, records_path):
+    """Steps: stop the watcher (SIGSTOP); make more events than the kernel queue holds
+    (fs.inotify.max_queued_events), then commit a checkpoint last, so its events are lost;
+    continue the watcher (SIGCONT).
+    Result: the overflow is logged, DIR is listed again, the checkpoint is delivered."""
+    limit = int(open("/proc/sys/fs/inotify/max_queued_events").read())
+    write_listener(tmp_path / "l", "rec", events="after_save")
+    w = watch(str(ckpt), "-l", str(tmp_path / "l"), "--layout", "dcp")
+    w.wait_ready()
+    w.proc.send_signal(signal.SIGSTOP)
+    try:
+        for i in range(limit // 2 + 100):  # create + close-after-write: two events each
+            (ckpt / f"noise-{i}").write_bytes(b"")
+        dcp_save(ckpt, "step-1")
+    finally:
+        w.proc.send_signal(signal.SIGCONT)
+    w.wait_for(lambda r: "overflowed" in r["msg"])
+    w.wait_run("rec", "after_save", 1)
+    w.send(signal.SIGTERM)
+    assert w.wait_exit() == 0
+    assert summary(read_records(records_path)) == [("after_save", 1)]
+
+
+def test_restart_never_erases_a_stop_request(ckpt, tmp_path, env):
+    stop = ckpt / "ckptwatch.stop"
+    stop.write_text(json.dumps({"step": 7, "run_id": "earlier", "listeners": ["x"], "reason": "r"}))
+    before = stop.read_text()
+    result = run_cli("run", str(ckpt), "--once", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert stop.read_text() == before
+
+
+def test_leftover_stop_file_does_not_stop_the_next_run(ckpt, tmp_path):
+    """stop_requested() ignores a stop file written before training started, and sees one written after."""
+    stop = ckpt / "ckptwatch.stop"
+    stop.write_text("{}")
+    old = time.time() - 60
+    os.utime(stop, (old, old))
+    code = (
+        "import os, sys, time, json\n"
+        "from ckptwatch import stop_requested\n"
+        "first = stop_requested()\n"
+        "time.sleep(0.05)\n"
+        "open(os.environ['CKPTWATCH_STOP_FILE'], 'w').write('{}')\n"
+        "print(json.dumps([first, stop_requested()]))\n"
+    )
+    env = {**os.environ, "CKPTWATCH_STOP_FILE": str(stop)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == [False, True]
