@@ -14,6 +14,8 @@ import subprocess
 import threading
 from collections.abc import Callable, Sequence
 
+from .reaper import spawning
+
 __all__ = ["TrainingCommand"]
 
 
@@ -27,7 +29,9 @@ class TrainingCommand:
 
     def start(self) -> None:
         """Start it; raises OSError (with the command's name) when it cannot start."""
-        self._proc = subprocess.Popen(self.argv, env=self._env, start_new_session=True)
+        with spawning() as ours:
+            self._proc = subprocess.Popen(self.argv, env=self._env, start_new_session=True)
+            ours.add(self._proc.pid)
         threading.Thread(target=self._wait, name="training command", daemon=True).start()
 
     def _wait(self) -> None:

@@ -78,6 +78,7 @@ class Dispatcher:
         self.stop_written: StopRequest | None = None
         self._queues: dict[str, queue.SimpleQueue[_Job | None]] = {s.name: queue.SimpleQueue() for s in listeners}
         self._cancel = threading.Event()
+        self._force = threading.Event()
         self._outstanding = 0
         self._idle = threading.Condition()
         self._threads = [
@@ -139,8 +140,13 @@ class Dispatcher:
                 self._idle.wait(0.05)
         return True
 
-    def cancel(self) -> int:
-        """Cut off running runs and drop queued ones (kept in the journal); how many."""
+    def cancel(self, *, force: bool = False) -> int:
+        """Cut off running runs and drop queued ones (kept in the journal); how many.
+
+        With ``force``, running listeners are killed at once, without a grace period.
+        """
+        if force:
+            self._force.set()
         self._cancel.set()
         dropped = 0
         for q in self._queues.values():
@@ -239,7 +245,7 @@ class Dispatcher:
             emit("info", f"{spec.name}: {text}", logging.WARNING, listener=spec.name)
 
         outcome = run_listener(
-            [spec.path, event.name], payload, env, spec.timeout, started, line, say, self._cancel
+            [spec.path, event.name], payload, env, spec.timeout, started, line, say, self._cancel, self._force
         )
         status = outcome.status
         if status == "failed" and event.marker and not os.path.lexists(ctx.path(event.marker)):

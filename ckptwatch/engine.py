@@ -31,6 +31,7 @@ from .dirindex import DirIndex
 from .fstype import filesystem_type, needs_polling
 from .layouts.base import Layout, Observation
 from .listeners import ListenerError, ListenerSpec, discover
+from .reaper import Reaper, become_subreaper
 from .watch import InotifyWatcher, ObserverWatcher, Waker, Watcher
 
 __all__ = ["EXIT_LISTENER_FAILED", "EXIT_OK", "EXIT_USAGE", "Engine", "UsageError", "run"]
@@ -92,12 +93,17 @@ class Engine:
 
     def run(self) -> int:
         self.prepare()
+        reaper = Reaper() if become_subreaper() else None
+        if reaper is not None:
+            reaper.start()
         with self._capture_signals():
             try:
                 self._serve()
             finally:
                 if self.command is not None and (self.force_signal is not None or not self.command.exited):
                     self.command.kill()
+                if reaper is not None:
+                    reaper.stop()
         return self._exit_status()
 
     def _serve(self) -> None:
@@ -420,12 +426,12 @@ class Session:
             emit("info", f"shutdown timeout ({limit:g} s): {left} queued run(s) kept in the journal "
                  "for the next session", logging.WARNING)
         if forced():
-            dispatcher.cancel()
+            dispatcher.cancel(force=True)
             emit("info", "forced exit: end was not delivered", logging.WARNING)
         else:
             self._dispatch(self.tracker.end())
             if not dispatcher.drain(None, forced):
-                dispatcher.cancel()
+                dispatcher.cancel(force=True)
         dispatcher.close()
         self.journal.close()
         engine.failures += dispatcher.failures

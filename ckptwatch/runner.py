@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .reaper import descendants, forget, kill_all, spawning
+
 __all__ = ["KILL_GRACE", "RunOutcome", "kill_group", "process_start_ticks", "run_listener"]
 
 #: Seconds between TERM and KILL when a listener's group is stopped.
@@ -47,25 +49,26 @@ def process_start_ticks(pid: int) -> int | None:
 
 
 def kill_group(pgid: int, grace: float, say: Callable[[str], None], alive: Callable[[], bool]) -> None:
-    """TERM the group, wait up to ``grace`` for ``alive()`` to turn false, then KILL it."""
+    """Stop a listener's whole tree: TERM, up to ``grace`` seconds for ``alive()`` to turn false, KILL.
+
+    The tree is its process group plus every descendant found under it now,
+    so a child that called ``setsid`` (and left the group) dies too.
+    """
+    tree = descendants(pgid)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pgid, sig)
         except (ProcessLookupError, PermissionError):
-            return
-        say(f"sent {signal.Signals(sig).name} to process group {pgid}")
+            pass
+        kill_all(tree, sig)
+        escaped = f" and {len(tree)} process(es) below it" if tree else ""
+        say(f"sent {signal.Signals(sig).name} to process group {pgid}{escaped}")
         if sig == signal.SIGKILL:
             return
         deadline = time.monotonic() + grace
         while alive() and time.monotonic() < deadline:
             time.sleep(0.02)
-        if not alive():
-            # The leader is gone; make sure nothing else of the group is left.
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            return
+        tree += [pid for pid in descendants(pgid) if pid not in tree]
 
 
 def run_listener(
@@ -77,18 +80,42 @@ def run_listener(
     on_line: Callable[[str], None],
     say: Callable[[str], None],
     cancel: threading.Event,
+    force: threading.Event,
 ) -> RunOutcome:
-    """Run ``argv`` with ``payload`` as JSON on stdin until it exits, times out or is cancelled."""
+    """Run ``argv`` with ``payload`` as JSON on stdin until it exits, times out or is cancelled.
+
+    ``cancel`` cuts the run off (TERM, then KILL after a grace period);
+    with ``force`` also set, KILL at once.
+    """
     started = time.monotonic()
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=dict(env),
-        start_new_session=True,
-        close_fds=True,
-    )
+    with spawning() as ours:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            start_new_session=True,
+            close_fds=True,
+        )
+        ours.add(proc.pid)
+    try:
+        return _follow(proc, started, payload, timeout, on_start, on_line, say, cancel, force)
+    finally:
+        forget(proc.pid)
+
+
+def _follow(
+    proc: subprocess.Popen[bytes],
+    started: float,
+    payload: Mapping[str, Any],
+    timeout: float | None,
+    on_start: Callable[[int], None],
+    on_line: Callable[[str], None],
+    say: Callable[[str], None],
+    cancel: threading.Event,
+    force: threading.Event,
+) -> RunOutcome:
     on_start(proc.pid)
     assert proc.stdin is not None and proc.stdout is not None
     try:
@@ -119,7 +146,7 @@ def run_listener(
     if status in ("timeout", "interrupted"):
         what = f"timed out after {timeout:g} s" if status == "timeout" else "cut off by shutdown"
         say(f"{what}; stopping its process group")
-        kill_group(proc.pid, KILL_GRACE, say, lambda: proc.poll() is None)
+        kill_group(proc.pid, 0.0 if force.is_set() else KILL_GRACE, say, lambda: proc.poll() is None)
         proc.wait()
     reader.flush()
     proc.stdout.close()

@@ -3,13 +3,16 @@ idle timeouts, the directory coming and going, and restarts with the journal."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import json_log, read_records, run_cli, summary, write_listener
 from test_protocol import dcp_save
 
@@ -211,3 +214,35 @@ def test_shutdown_timeout_keeps_queued_runs_for_the_next_session(ckpt, tmp_path,
     assert interrupted, "the shutdown timeout cut the running run off"
     retried = {r["stdin"]["step"] for r in records if r["stdin"]["retry"]}
     assert retried == interrupted
+
+
+def test_as_pid_1_orphans_are_reaped_and_exit_statuses_kept(ckpt, tmp_path, env, records_path):
+    """Steps: run ckptwatch as PID 1 of a new PID namespace (as in a container); a listener
+    leaves orphans that exit soon after; another asks for a stop (exit 3) at step 2; at end,
+    a listener counts the zombies in the namespace.
+    Result: the stop file names step 2 (exit 3 was not lost to the reaper); no zombie is left."""
+    if subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True).returncode:
+        pytest.skip("unshare --pid is not permitted here")
+    for step in (1, 2, 3):
+        dcp_save(ckpt, f"step-{step}")
+    listeners = tmp_path / "l"
+    write_listener(listeners, "10-orphans", events="after_save", after=(
+        "import subprocess\nsubprocess.Popen(['sh', '-c', 'sleep 0.2'], start_new_session=True)"))
+    write_listener(listeners, "20-stop", events="after_save", after="sys.exit(3 if record['stdin']['step'] == 2 else 0)")
+    write_listener(listeners, "30-zombies", events="end", before=(
+        "time.sleep(1.5)\n"  # the reaper looks every second
+        "record['zombies'] = [p for p in os.listdir('/proc') if p.isdigit() and "
+        "open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[0] == 'Z']"))
+    launch = (
+        "import os, sys\n"
+        f"os.execv(sys.executable, [sys.executable, '-m', 'ckptwatch', 'run', {str(ckpt)!r}, '-l', {str(listeners)!r},"
+        " '--idle-timeout', '1', '--log-format', 'json'])"
+    )
+    result = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", launch],
+                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((ckpt / "ckptwatch.stop").read_text())["step"] == 2
+    records = read_records(records_path)
+    assert summary(records, "20-stop") == [("after_save", 1), ("after_save", 2), ("after_save", 3)]
+    [end] = [r for r in records if r["name"] == "30-zombies"]
+    assert end["pid"] != 1 and end["zombies"] == []

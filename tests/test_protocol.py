@@ -201,3 +201,21 @@ def test_python_listener_class(ckpt, tmp_path, env):
     assert json.loads(stop.read_text())["step"] == 4
     output = [r["msg"] for r in json_log(result.stderr) if r.get("kind") == "output"]
     assert output == [f"saw 4 at {ckpt / 'step-4'}", "end 4 handled=True"]
+
+
+def test_timeout_kills_a_child_that_left_the_group_with_setsid(ckpt, tmp_path, env):
+    """Steps: a listener starts a child in a new session (setsid), then hangs; --listener-timeout 1.
+    Result: the escaped child dies with the listener (the watcher is a child subreaper)."""
+    dcp_save(ckpt, "step-1")
+    pid_file = tmp_path / "escaped.pid"
+    write_listener(tmp_path / "l", "hang", events="after_save", after=(
+        "import subprocess\n"
+        "child = subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(300)"))
+    result = once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"), "--listener-timeout", "1")
+    assert result.returncode == 1, result.stderr
+    escaped = int(pid_file.read_text())
+    assert os.getsid(escaped) == escaped if _alive(escaped) else True  # it did leave the group
+    assert not _alive(escaped), "a setsid'ed child of a timed-out listener survived"
+    assert any("process(es) below it" in r["msg"] for r in json_log(result.stderr))
