@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from .console import emit
 from .events import Event
+from .faults import crash_point
 from .journal import Journal, PendingRun
 from .listeners import ListenerSpec
 from .runner import RunOutcome, process_start_ticks, run_listener
@@ -98,6 +99,7 @@ class Dispatcher:
         event_id = None
         if event.name in ("before_save", "after_save"):
             event_id = self.journal.record_event(event, tuple(wanted), self.context.run_id).id
+            crash_point("event-queued")
         if wanted:
             delivery = Delivery(event, event_id, wanted, self._write_stop)
             for name in wanted:
@@ -247,6 +249,7 @@ class Dispatcher:
         outcome = run_listener(
             [spec.path, event.name], payload, env, spec.timeout, started, line, say, self._cancel, self._force
         )
+        crash_point("run-exited")
         status = outcome.status
         if status == "failed" and event.marker and not os.path.lexists(ctx.path(event.marker)):
             status = "vanished"

@@ -321,8 +321,10 @@ class Session:
             emit("info", f"no new checkpoint for {idle:g} s: idle timeout")
             return "idle"
         if self.watcher is not None and not self.watcher.alive():
-            emit("info", "the file-system observer stopped; scanning on a timer from now on", logging.ERROR)
             self.watcher = None
+            self.interval = 1.0
+            self.engine.waker.hint_everything()
+            emit("info", "the notification thread stopped; scanning every 1 s from now on", logging.ERROR)
         return None
 
     def scan(self) -> None:

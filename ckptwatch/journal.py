@@ -26,11 +26,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from .events import Event
+from .faults import armed, crash_point
 from .tracker import LastCommit, Tracker
 
 __all__ = ["FINISHED", "Journal", "JournalBusy", "PendingRun", "QueuedEvent"]
 
 JOURNAL_NAME = "journal.jsonl"
+LOCK_NAME = "lock"
+#: A journal longer than this, and more than twice its live records, is compacted at open.
+COMPACT_AFTER = 10_000
 #: Outcomes after which a run is never repeated.
 FINISHED = frozenset({"done", "stop", "failed", "timeout", "vanished"})
 
@@ -81,17 +85,24 @@ class Journal:
         self._runs: dict[tuple[int, str], _RunState] = {}
         self._after_save_by_identity: dict[str, int] = {}
         self.dropped_lines = 0
-        self._file = open(self.path, "a+b")  # noqa: SIM115 - held for the session
+        self.compacted_from = 0
+        self._next_id = 1
+        # The lock is a file of its own, so that compaction can replace the journal.
+        self._lock_file = open(os.path.join(state_dir, LOCK_NAME), "a+b")  # noqa: SIM115
         try:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self._file.close()
+            self._lock_file.close()
             raise JournalBusy(f"another ckptwatch is using the state directory {state_dir}") from None
-        self._load()
+        self._file = open(self.path, "a+b")  # noqa: SIM115 - held for the session
+        lines = self._load()
+        if lines > COMPACT_AFTER and lines > 2 * self._live_records():
+            self._compact(lines)
 
     # Loading -----------------------------------------------------------------
 
-    def _load(self) -> None:
+    def _load(self) -> int:
+        """Read every record; the number of lines read."""
         self._file.seek(0)
         data = self._file.read()
         good_end = data.rfind(b"\n") + 1
@@ -99,13 +110,40 @@ class Journal:
             # A torn last record from a crash mid-write: drop it for good.
             self.dropped_lines += 1
             self._file.truncate(good_end)
-        for line in data[:good_end].splitlines():
+        lines = data[:good_end].splitlines()
+        for line in lines:
             try:
                 record = json.loads(line)
                 self._apply(record)
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, AttributeError):
                 self.dropped_lines += 1
         self._file.seek(0, os.SEEK_END)
+        return len(lines)
+
+    def _live_records(self) -> int:
+        return len(self._events) + len(self._runs)
+
+    def _compact(self, lines: int) -> None:
+        """Rewrite the journal as one record per event and one per run (its last state).
+
+        Written to a temp file, fsynced and renamed over the journal: a crash
+        leaves the old journal or the new one, never half of one.
+        """
+        tmp = self.path + ".compact"
+        with open(tmp, "wb") as out:
+            for queued in sorted(self._events.values(), key=lambda q: q.id):
+                out.write(_line(_event_record(queued, "")))
+            for (event_id, listener), state in sorted(self._runs.items()):
+                record = {"r": "run", "id": event_id, "listener": listener, "status": state.status}
+                record.update({"attempt": state.attempt, "pgid": state.pgid, "pgid_start": state.pgid_start})
+                out.write(_line(record))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, self.path)
+        self._file.close()
+        self._file = open(self.path, "a+b")  # noqa: SIM115
+        self._file.seek(0, os.SEEK_END)
+        self.compacted_from = lines
 
     def _apply(self, record: dict[str, Any]) -> None:
         kind = record["r"]
@@ -120,6 +158,7 @@ class Journal:
             )
             queued = QueuedEvent(int(record["id"]), event, tuple(record["listeners"]))
             self._events[queued.id] = queued
+            self._next_id = max(self._next_id, queued.id + 1)
             if event.name == "after_save":
                 self._after_save_by_identity[event.identity] = queued.id
         elif kind == "run":
@@ -179,24 +218,10 @@ class Journal:
 
     def record_event(self, event: Event, listeners: tuple[str, ...], run_id: str) -> QueuedEvent:
         with self._lock:
-            queued = QueuedEvent(max(self._events, default=0) + 1, event, listeners)
-            self._write(
-                {
-                    "r": "event",
-                    "id": queued.id,
-                    "run": run_id,
-                    "event": event.name,
-                    "step": event.step,
-                    "checkpoint": event.checkpoint,
-                    "identity": event.identity,
-                    "observed": event.observed,
-                    "marker": event.marker,
-                    "listeners": list(listeners),
-                    "t": time.time(),
-                },
-                sync=False,
-            )
+            queued = QueuedEvent(self._next_id, event, listeners)
+            self._write(_event_record(queued, run_id), sync=False)
             self._events[queued.id] = queued
+            self._next_id += 1
             if event.name == "after_save":
                 self._after_save_by_identity[event.identity] = queued.id
         return queued
@@ -216,7 +241,11 @@ class Journal:
             self._runs[(event_id, listener)] = _RunState(status, attempt)
 
     def _write(self, record: dict[str, Any], *, sync: bool) -> None:
-        line = json.dumps(record, ensure_ascii=True, separators=(",", ":")).encode() + b"\n"
+        line = _line(record)
+        if armed("journal-record"):
+            self._file.write(line[: len(line) // 2])
+            self._file.flush()
+            crash_point("journal-record")
         self._file.write(line)
         self._file.flush()
         if sync:
@@ -227,3 +256,25 @@ class Journal:
             if not self._file.closed:
                 self._file.flush()
                 self._file.close()
+                self._lock_file.close()
+
+
+def _line(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, ensure_ascii=True, separators=(",", ":")).encode() + b"\n"
+
+
+def _event_record(queued: QueuedEvent, run_id: str) -> dict[str, Any]:
+    event = queued.event
+    return {
+        "r": "event",
+        "id": queued.id,
+        "run": run_id,
+        "event": event.name,
+        "step": event.step,
+        "checkpoint": event.checkpoint,
+        "identity": event.identity,
+        "observed": event.observed,
+        "marker": event.marker,
+        "listeners": list(queued.listeners),
+        "t": time.time(),
+    }

@@ -17,6 +17,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .faults import crash_point
+
 __all__ = ["StopRequest", "read_stop_file", "stop_requested", "write_stop_file"]
 
 
@@ -47,6 +49,7 @@ def write_stop_file(path: str, request: StopRequest) -> None:
             handle.write("\n")
             handle.flush()
             os.fsync(handle.fileno())
+        crash_point("stop-file-rename")
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -16,6 +16,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from .console import emit
+from .faults import armed
 
 if TYPE_CHECKING:
     from watchdog.observers.api import BaseObserver, ObservedWatch
@@ -130,6 +131,8 @@ class InotifyWatcher:
     # watchdog's WatchCallback protocol, called on the reader thread -----------
 
     def on_event(self, event: Any) -> None:
+        if armed("observer-dies"):
+            raise RuntimeError("test hook: the notification thread dies")
         top = self._top_by_wd.get(event.wd)
         if top is None:
             return

@@ -70,3 +70,33 @@ def test_garbage_lines_are_skipped_not_fatal(tmp_path):
     assert journal.dropped_lines == 3
     assert journal.pending() == []
     journal.close()
+
+
+def test_a_long_journal_is_compacted_at_open_and_means_the_same(tmp_path):
+    """Steps: journal 6,000 after_saves, each run started then done (and one left started).
+    Result: reopening compacts it to one record per event and per run; the tracker and the
+    pending runs it gives are the same as before compaction."""
+    journal = Journal(str(tmp_path))
+    for step in range(6000):
+        event = Event("after_save", step, f"step-{step}", f"dcp|step-{step}|{step}|1|1", marker=f"step-{step}/.metadata")
+        queued = journal.record_event(event, ("a",), "run1")
+        journal.run_started(queued.id, "a", 1, 100 + step, None)
+        if step != 5999:
+            journal.run_finished(queued.id, "a", 1, "done", 0)
+    journal.close()
+    before_lines = len(open(journal.path, "rb").read().splitlines())
+    assert before_lines == 6000 * 3 - 1
+    again = Journal(str(tmp_path))
+    assert again.compacted_from == before_lines
+    after_lines = len(open(journal.path, "rb").read().splitlines())
+    assert after_lines == 6000 * 2
+    [pending] = again.pending()
+    assert (pending.queued.event.step, pending.attempt, pending.pgid) == (5999, 2, 100 + 5999)
+    assert again.tracker().last.step == 5999
+    assert again.after_save_status("dcp|step-10|10|1|1", "a") == "done"
+    new = again.record_event(Event("before_save", 6000, "step-6000"), ("a",), "run2")
+    assert new.id == 6001
+    again.close()
+    third = Journal(str(tmp_path))  # compacted files load as they are
+    assert third.compacted_from == 0 and len(third.pending()) == 2
+    third.close()

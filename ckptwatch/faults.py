@@ -1,0 +1,44 @@
+"""Test-only crash points, for fault injection without mocks.
+
+Some crashes cannot be timed from outside (between a listener's exit and its
+journal record, in the middle of one record). ``CKPTWATCH_TEST_CRASH_AT=NAME``
+(or ``NAME:N`` for the Nth time) makes the watcher kill itself with SIGKILL
+when it reaches that point, exactly as ``kill -9`` would. Unset, a crash
+point costs one comparison.
+
+Points: ``event-queued`` (an event journaled, no listener started yet),
+``run-exited`` (a listener exited, its outcome not journaled), ``journal-record``
+(half a journal line written), ``stop-file-rename`` (stop file written to its
+temp name, not renamed), ``observer-dies`` (the notification thread raises).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+__all__ = ["POINTS", "crash_point", "armed"]
+
+POINTS = ("event-queued", "run-exited", "journal-record", "stop-file-rename", "observer-dies")
+
+_spec = os.environ.get("CKPTWATCH_TEST_CRASH_AT", "")
+_name, _, _count = _spec.partition(":")
+_left = int(_count) if _count.isdigit() else 1
+_lock = threading.Lock()
+
+
+def armed(name: str) -> bool:
+    """True (once) when the crash point ``name`` is reached for the Nth time."""
+    global _left
+    if _name != name:
+        return False
+    with _lock:
+        _left -= 1
+        return _left == 0
+
+
+def crash_point(name: str) -> None:
+    """Die here, as kill -9 would, when this point is armed."""
+    if _name == name and armed(name):
+        os.kill(os.getpid(), signal.SIGKILL)
