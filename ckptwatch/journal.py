@@ -33,7 +33,7 @@ __all__ = ["FINISHED", "Journal", "JournalBusy", "PendingRun", "QueuedEvent"]
 
 JOURNAL_NAME = "journal.jsonl"
 LOCK_NAME = "lock"
-#: A journal longer than this, and more than twice its live records, is compacted at open.
+#: A journal with more superseded lines than this is compacted at open.
 COMPACT_AFTER = 10_000
 #: Outcomes after which a run is never repeated.
 FINISHED = frozenset({"done", "stop", "failed", "timeout", "vanished"})
@@ -72,7 +72,7 @@ class _RunState:
 
 
 class Journal:
-    def __init__(self, state_dir: str) -> None:
+    def __init__(self, state_dir: str, compact_after: int = COMPACT_AFTER) -> None:
         """Open (creating) the journal in ``state_dir`` and lock it.
 
         Raises ``OSError`` when the directory cannot be made or written, and
@@ -96,7 +96,7 @@ class Journal:
             raise JournalBusy(f"another ckptwatch is using the state directory {state_dir}") from None
         self._file = open(self.path, "a+b")  # noqa: SIM115 - held for the session
         lines = self._load()
-        if lines > COMPACT_AFTER and lines > 2 * self._live_records():
+        if lines - self._live_records() > compact_after:
             self._compact(lines)
 
     # Loading -----------------------------------------------------------------
