@@ -70,6 +70,9 @@ def cli() -> None:
               default=None, metavar="[SECONDS]", show_default=False,
               help="Scan every SECONDS (default 1) instead of native notifications (NFS, FUSE). Automatic on "
               "network and FUSE file systems; --poll 0 never polls.")
+@click.option("--pin", is_flag=True, envvar="CKPTWATCH_PIN",
+              help="While a checkpoint's listeners run, hold a hard-linked copy of it in the state dir and "
+              "hand them that (rotation cannot delete it under them).")
 @click.option("--once", is_flag=True, envvar="CKPTWATCH_ONCE",
               help="Deliver what DIR holds now, fire end, exit (for CI and cron).")
 @click.option("--idle-timeout", envvar="CKPTWATCH_IDLE_TIMEOUT", type=click.FloatRange(0, min_open=True),

@@ -34,6 +34,7 @@ RUN_KEYS = frozenset(
         "log_format",
         "poll",
         "start_from",
+        "pin",
     }
 )
 
@@ -62,6 +63,8 @@ class Config:
     poll: float | None = None
     #: On a first start (empty journal), which checkpoints already there get events.
     start_from: str = "all"
+    #: Hold a hard-linked copy of each checkpoint in the state dir while its listeners run.
+    pin: bool = False
     #: How often to look again with native notifications, in case one was lost.
     rescan_interval: float = 10.0
 

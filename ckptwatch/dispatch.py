@@ -23,6 +23,7 @@ from .events import Event
 from .faults import crash_point
 from .journal import Journal, PendingRun
 from .listeners import ListenerSpec
+from .pin import Pin, PinError, pin_checkpoint
 from .runner import RunOutcome, process_start_ticks, run_listener
 from .stopfile import StopRequest, write_stop_file
 
@@ -37,6 +38,8 @@ class RunContext:
     stop_file: str
     run_id: str
     layout: str = ""
+    #: Where ``--pin`` keeps pinned checkpoints (None: no pinning).
+    pin_dir: str | None = None
     base_env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
 
     def path(self, rel: str | None) -> str:
@@ -53,6 +56,23 @@ class Delivery:
         self._lock = threading.Lock()
         self._on_stop = on_stop
         self.stop_requests: list[tuple[str, str]] = []
+        self._pin: Pin | None = None
+        self._pin_tried = False
+
+    def pinned(self, context: RunContext) -> str | None:
+        """The pinned path of the checkpoint (pinned by the first listener to ask), or None if gone."""
+        with self._lock:
+            if not self._pin_tried:
+                self._pin_tried = True
+                assert context.pin_dir is not None and self.event_id is not None
+                try:
+                    self._pin = pin_checkpoint(context.path(self.event.checkpoint), context.pin_dir, str(self.event_id))
+                except PinError:
+                    self._pin = None
+                if self._pin is not None and self._pin.copied:
+                    emit("info", f"pin of step {self.event.step}: hard links refused for {self._pin.copied} "
+                         "file(s); copied them", logging.WARNING)
+            return self._pin.path if self._pin else None
 
     def finished(self, listener: str, outcome: RunOutcome | None) -> None:
         with self._lock:
@@ -60,6 +80,8 @@ class Delivery:
                 self.stop_requests.append((listener, outcome.last_line))
             self._remaining -= 1
             last = self._remaining == 0
+        if last and self._pin is not None:
+            self._pin.release(self.event.checkpoint or "")
         if last and self.stop_requests:
             self._on_stop(self)
 
@@ -200,7 +222,14 @@ class Dispatcher:
         ctx = self.context
         if self._cancel.is_set():
             return None
-        if event_id is not None and event.marker and not os.path.lexists(ctx.path(event.marker)):
+        checkpoint = ctx.path(event.checkpoint)
+        if ctx.pin_dir is not None and event.name == "after_save" and event_id is not None:
+            pinned = job.delivery.pinned(ctx)
+            if pinned is None:
+                self._vanished(spec, job)
+                return None
+            checkpoint = pinned
+        elif event_id is not None and event.marker and not os.path.lexists(ctx.path(event.marker)):
             self._vanished(spec, job)
             return None
         retry = job.attempt > 1
@@ -211,7 +240,7 @@ class Dispatcher:
         payload = {
             "event": event.name,
             "step": event.step,
-            "checkpoint": ctx.path(event.checkpoint) or None,
+            "checkpoint": checkpoint or None,
             "dir": ctx.dir,
             "layout": ctx.layout,
             "stop_file": ctx.stop_file,
@@ -223,12 +252,14 @@ class Dispatcher:
             payload["observed"] = event.observed
         if event.name == "end":
             payload["last_step_handled"] = last_handled
+        if checkpoint != ctx.path(event.checkpoint):
+            payload["pinned_from"] = ctx.path(event.checkpoint)
         env = dict(ctx.base_env)
         env.update(
             CKPTWATCH_EVENT=event.name,
             CKPTWATCH_STEP="" if event.step is None else str(event.step),
             CKPTWATCH_DIR=ctx.dir,
-            CKPTWATCH_CHECKPOINT=ctx.path(event.checkpoint),
+            CKPTWATCH_CHECKPOINT=checkpoint,
             CKPTWATCH_LAYOUT=ctx.layout,
             CKPTWATCH_STOP_FILE=ctx.stop_file,
             CKPTWATCH_RUN_ID=ctx.run_id,
@@ -251,7 +282,8 @@ class Dispatcher:
         )
         crash_point("run-exited")
         status = outcome.status
-        if status == "failed" and event.marker and not os.path.lexists(ctx.path(event.marker)):
+        if status == "failed" and checkpoint == ctx.path(event.checkpoint) and event.marker \
+                and not os.path.lexists(ctx.path(event.marker)):
             status = "vanished"
         if status == "stop" and event.name != "after_save":
             say(f"exit 3 asks for a stop, which only after_save can do; taken as success at {event.name}")

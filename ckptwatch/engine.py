@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
 import signal
 import threading
 import time
@@ -234,7 +235,10 @@ class Session:
         if self.journal.dropped_lines:
             emit("info", f"journal: dropped {self.journal.dropped_lines} torn or unreadable line(s) "
                  "(a crash mid-write); continuing", logging.WARNING)
-        self.context = RunContext(self.dir, config.stop_path, self.run_id)
+        pins = os.path.join(config.state_path, "pins") if config.pin else None
+        if pins is not None:
+            shutil.rmtree(pins, ignore_errors=True)  # pins of a crashed session
+        self.context = RunContext(self.dir, config.stop_path, self.run_id, pin_dir=pins)
         if config.layout != "auto":
             self._use_layout(config.layout, "chosen with --layout", fixed=True)
         self.tracker = self.journal.tracker()

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+
+import pytest
 
 from conftest import json_log, read_records, run_cli, summary, write_listener
 from test_protocol import dcp_save
@@ -121,3 +125,56 @@ def test_leftover_stop_file_does_not_stop_the_next_run(ckpt, tmp_path):
     env = {**os.environ, "CKPTWATCH_STOP_FILE": str(stop)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert json.loads(out) == [False, True]
+
+
+def _pin_scenario(ckpt, tmp_path, env, *extra):
+    """A save whose directory a listener deletes (rotation) while a slower listener reads it."""
+    (ckpt / "checkpoint-5").mkdir()
+    (ckpt / "checkpoint-5" / "model.bin").write_bytes(b"weights-5")
+    (ckpt / "checkpoint-5" / "trainer_state.json").write_text('{"global_step": 5}')
+    listeners = tmp_path / "l"
+    write_listener(listeners, "10-rotate", events="after_save",
+                   before=f"import shutil; shutil.rmtree({str(ckpt / 'checkpoint-5')!r})")
+    write_listener(listeners, "20-read", events="after_save", before=(
+        "time.sleep(0.3)\n"
+        "record['content'] = open(os.path.join(record['stdin']['checkpoint'], 'model.bin')).read()"))
+    return run_cli("run", str(ckpt), "--once", "-l", str(listeners), "--layout", "hf", "--log-format", "json",
+                   *extra, env=env, cwd=tmp_path)
+
+
+def test_pin_keeps_a_rotated_checkpoint_readable(ckpt, tmp_path, env, records_path):
+    """Steps: one listener deletes the checkpoint as rotation would; another reads it 0.3 s later.
+    Result: with --pin the reader gets the files (from the state dir), and the pin is gone after."""
+    state = tmp_path / "state"
+    result = _pin_scenario(ckpt, tmp_path, env, "--pin", "--state-dir", str(state))
+    assert result.returncode == 0, result.stderr
+    [reader] = [r for r in read_records(records_path) if r["name"] == "20-read"]
+    assert reader["content"] == "weights-5"
+    assert reader["stdin"]["pinned_from"] == str(ckpt / "checkpoint-5")
+    assert reader["stdin"]["checkpoint"].startswith(str(state / "pins"))
+    assert reader["env"]["CKPTWATCH_CHECKPOINT"] == reader["stdin"]["checkpoint"]
+    assert list((state / "pins").iterdir()) == []
+
+
+def test_without_pin_a_rotated_checkpoint_is_vanished_or_failed(ckpt, tmp_path, env, records_path):
+    result = _pin_scenario(ckpt, tmp_path, env)
+    assert [r for r in read_records(records_path) if r["name"] == "20-read"] == []
+    outcomes = {r["outcome"] for r in json_log(result.stderr) if r.get("listener") == "20-read" and "outcome" in r}
+    assert outcomes == {"vanished"}
+    assert result.returncode == 0  # a vanished checkpoint is not a listener failure
+
+
+def test_pin_copies_where_hard_links_are_refused(ckpt, tmp_path, env, records_path):
+    """A state dir on another file system (tmpfs): links fail with EXDEV, the pin is a copy."""
+    shm = "/dev/shm"
+    if not os.path.isdir(shm) or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("no second file system for the state dir")
+    state = tempfile.mkdtemp(dir=shm)
+    try:
+        result = _pin_scenario(ckpt, tmp_path, env, "--pin", "--state-dir", state)
+        assert result.returncode == 0, result.stderr
+        [reader] = [r for r in read_records(records_path) if r["name"] == "20-read"]
+        assert reader["content"] == "weights-5"
+        assert any("hard links refused" in r["msg"] for r in json_log(result.stderr))
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
