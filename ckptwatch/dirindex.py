@@ -50,14 +50,27 @@ class _View:
 
 
 class DirIndex:
-    def __init__(self, root: str, ignore: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, root: str, candidates: list[type[Layout]], ignore: frozenset[str] = frozenset()
+    ) -> None:
+        """Index DIR for these candidate layouts: only names one of them finds interesting are kept."""
         self.root = root
         self.ignore = ignore
-        self._entries: dict[str, bool] = {}  # name -> is a directory
+        self._candidates = list(candidates)
+        self._entries: dict[str, bool] = {}  # interesting name -> is a directory
         self._views: dict[type[Layout], _View] = {}
         self._listed_mtime: int | None = None
         self._listed_at = 0
         self.full_listings = 0
+
+    def _keep(self, name: str, is_dir: bool) -> bool:
+        return any(cls.interesting(name, is_dir) for cls in self._candidates)
+
+    def narrow(self, layout: type[Layout]) -> None:
+        """From now on only ``layout`` matters (auto-detection decided): forget the rest."""
+        self._candidates = [layout]
+        self._entries = {n: d for n, d in self._entries.items() if layout.interesting(n, d)}
+        self._views = {cls: view for cls, view in self._views.items() if cls is layout}
 
     def view(self, layout: type[Layout]) -> Listing:
         """The interesting part of DIR for ``layout``, as an immutable listing."""
@@ -89,9 +102,11 @@ class DirIndex:
                 if entry.name in self.ignore:
                     continue
                 try:
-                    entries[entry.name] = entry.is_dir(follow_symlinks=False)
+                    is_dir = entry.is_dir(follow_symlinks=False)
                 except OSError:
                     continue
+                if self._keep(entry.name, is_dir):
+                    entries[entry.name] = is_dir
         changed = [n for n in self._entries.keys() - entries.keys()]
         changed += [n for n, d in entries.items() if self._entries.get(n) is not d]
         self._entries = entries
@@ -112,6 +127,8 @@ class DirIndex:
                 is_dir: bool | None = stat.S_ISDIR(os.lstat(os.path.join(self.root, name)).st_mode)
             except OSError:
                 is_dir = None  # gone (or unreadable: the next full listing decides)
+            if is_dir is not None and not self._keep(name, is_dir):
+                is_dir = None
             if self._entries.get(name) is is_dir:
                 continue
             if is_dir is None:

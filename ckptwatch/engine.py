@@ -209,7 +209,10 @@ class Session:
             for path in (self.config.state_path, self.config.stop_path)
             if os.path.dirname(path) == self.dir
         )
-        self.index = DirIndex(self.dir, ignore)
+        candidates = [layouts.layout_class(n) for n in layouts.names()]
+        if self.config.layout != "auto":
+            candidates = [layouts.layout_class(self.config.layout.partition(":")[0])]
+        self.index = DirIndex(self.dir, candidates, ignore)
 
     def run(self) -> str:
         self.startup()
@@ -290,9 +293,11 @@ class Session:
             try:
                 if everything or reason:
                     self.index.relist()
-                elif not woken:
-                    # A poll tick, or the safety rescan. A network file system may
-                    # cache DIR's mtime: there, list it whole.
+                elif not woken and self.watcher is None:
+                    # A poll tick. A network file system may cache DIR's mtime:
+                    # there, list it whole. (With native notifications, the timer
+                    # only re-reads markers: inotify reports its losses as an
+                    # overflow, which lists DIR again.)
                     self.index.relist(only_if_changed=self.trust_mtime)
                 elif hints:
                     self.index.refresh(hints)
@@ -355,8 +360,9 @@ class Session:
                          "a new run or a resume")
                 previous = self.tracker.last
             self._dispatch(event)
-        if observation.committed:
+        if observation.committed and not self.layout_fixed:
             self.layout_fixed = True
+            self.index.narrow(type(layout))
         if self.watcher is not None and self.watcher.watch_subdirs(observation.watch):
             self.engine.waker.wake()  # a new watch may have missed what came before it
 
