@@ -8,6 +8,7 @@ the FUSE daemon) sends no event. There ckptwatch scans on a timer instead.
 from __future__ import annotations
 
 import os
+import re
 
 __all__ = ["NO_NOTIFICATIONS", "filesystem_type", "needs_polling"]
 
@@ -21,8 +22,8 @@ NO_NOTIFICATIONS = frozenset(
 
 
 def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal."""
-    return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    """mountinfo escapes space, tab, newline and backslash as three octal digits."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def filesystem_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str | None:

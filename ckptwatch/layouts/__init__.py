@@ -21,6 +21,12 @@ REGISTRY: dict[str, str] = {
     "tf": "ckptwatch.layouts.tf:TFLayout",
     "hf": "ckptwatch.layouts.hf:HFLayout",
     "dcp": "ckptwatch.layouts.dcp:DCPLayout",
+    "orbax": "ckptwatch.layouts.orbax:OrbaxLayout",
+    "deepspeed": "ckptwatch.layouts.deepspeed:DeepSpeedLayout",
+    "megatron": "ckptwatch.layouts.megatron:MegatronLayout",
+    "nemo": "ckptwatch.layouts.nemo:NeMoLayout",
+    "ray": "ckptwatch.layouts.ray:RayLayout",
+    "marker": "ckptwatch.layouts.marker:MarkerLayout",
 }
 
 
