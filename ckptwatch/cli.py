@@ -113,6 +113,29 @@ def run(ctx: click.Context, **options: Any) -> None:
     ctx.exit(status)
 
 
+@cli.command()
+@click.argument("dir", type=click.Path(exists=True, file_okay=False, path_type=str))
+@click.option("--layout", default="auto", help="auto, or a layout name (see 'ckptwatch layouts').")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=str), help="[default: DIR/.ckptwatch]")
+@click.option("--stop-file", type=click.Path(dir_okay=False, path_type=str), help="[default: DIR/ckptwatch.stop]")
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
+def doctor(dir: str, layout: str, state_dir: str | None, stop_file: str | None, as_json: bool) -> None:
+    """What ckptwatch sees in DIR now: layout and why, checkpoints, saves in progress, what is ignored.
+
+    Run it first when a listener does not fire. It only reads.
+    """
+    from .doctor import examine
+    from .layouts import UnknownLayout
+
+    try:
+        report = examine(dir, layout, state_dir, stop_file)
+    except (UnknownLayout, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    except OSError as exc:
+        raise click.UsageError(f"cannot read {dir}: {exc.strerror}") from None
+    click.echo(report.to_json() if as_json else "\n".join(report.lines()))
+
+
 @cli.command("layouts")
 def layouts_command() -> None:
     """List the layouts: what each treats as a save starting and as its commit."""

@@ -392,15 +392,19 @@ class Session:
     def _current_layout(self) -> Layout | None:
         if self.layout_fixed:
             return self.layout
-        found = layouts.detect(self.index.view)
-        if found is None:
+        found = layouts.detect_all(self.index.view)
+        if not found:
             if not self._said_undecided and self.layout is None:
                 self._said_undecided = True
                 emit("info", "no checkpoint seen yet: the layout is decided when the first save appears")
             return self.layout
-        name, why = found
+        name, why = found[0]
         if self.layout is None or self.layout.name != name:
             self._use_layout(name, f"detected: {why}", fixed=False)
+            if len(found) > 1:
+                others = "; ".join(f"{n} ({w})" for n, w in found[1:])
+                emit("info", f"DIR also looks like: {others}. {name} comes first; pass --layout NAME to choose",
+                     logging.WARNING, candidates=[n for n, _ in found])
         return self.layout
 
     def _use_layout(self, name: str, why: str, *, fixed: bool) -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .base import Layout, Listing
 
-__all__ = ["REGISTRY", "UnknownLayout", "create", "detect", "layout_class", "names"]
+__all__ = ["REGISTRY", "UnknownLayout", "create", "detect", "detect_all", "layout_class", "names"]
 
 #: ``--layout`` name -> "module:Class", in detection precedence.
 REGISTRY: dict[str, str] = {
@@ -59,15 +59,22 @@ def create(spec: str, root: str) -> Layout:
     return cls(root, argument or None)
 
 
-def detect(view: Callable[[type[Layout]], Listing]) -> tuple[str, str] | None:
-    """``(layout name, why)`` for the first layout that recognises DIR, or None.
+def detect_all(view: Callable[[type[Layout]], Listing]) -> list[tuple[str, str]]:
+    """``(layout name, why)`` for every layout that recognises DIR, in precedence order.
 
     ``view(cls)`` gives the part of DIR that interests layout ``cls``
     (``DirIndex.view``; ``lambda cls: listing`` for a plain listing).
     """
+    found = []
     for name in REGISTRY:
         cls = layout_class(name)
         reason = cls.detect(view(cls))
         if reason:
-            return name, reason
-    return None
+            found.append((name, reason))
+    return found
+
+
+def detect(view: Callable[[type[Layout]], Listing]) -> tuple[str, str] | None:
+    """The first of :func:`detect_all`, or None."""
+    found = detect_all(view)
+    return found[0] if found else None

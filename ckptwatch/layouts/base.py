@@ -154,6 +154,10 @@ class Layout:
         """Read the markers under ``listing`` into an observation."""
         raise NotImplementedError
 
+    def diagnose(self) -> list[str]:
+        """Suspicious things only a closer look finds (for ``ckptwatch doctor``); default none."""
+        return []
+
     # Helpers shared by the layouts -------------------------------------------
 
     def join(self, *parts: str) -> str:

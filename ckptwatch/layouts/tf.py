@@ -147,6 +147,19 @@ class TFLayout(Layout):
                         )
         return found
 
+    def diagnose(self) -> list[str]:
+        found: list[str] = []
+        data = self.read_marker(STATE_FILE, found)
+        if not data:
+            return found
+        latest, kept = parse_state_file(data)
+        for named in dict.fromkeys([*kept, *([latest] if latest else [])]):
+            prefix = self._resolve(named, [])
+            if prefix is not None and self.stat(prefix + ".index") is None:
+                found.append(f"'checkpoint' names {named}, whose .index is missing "
+                             "(rotated, or the state file is ahead of the disk)")
+        return found
+
     def _committed(self, problems: list[str]) -> list[Checkpoint]:
         data = self.read_marker(STATE_FILE, problems)
         if data is None:
