@@ -40,6 +40,8 @@ __all__ = ["EXIT_LISTENER_FAILED", "EXIT_OK", "EXIT_USAGE", "Engine", "UsageErro
 EXIT_OK = 0
 EXIT_LISTENER_FAILED = 1
 EXIT_USAGE = 2
+#: With --once, how many second looks a layout may ask for before the session ends.
+_ONCE_RECHECKS = 50
 #: While auto-detection is undecided, how many new subdirectories get a watch.
 _UNDECIDED_WATCHES = 64
 
@@ -202,6 +204,7 @@ class Session:
         self.trust_mtime = True
         self.start_pending = self.config.start_from != "all"
         self.recheck_at: float | None = None
+        self._once_rechecks = 0
         self._problems_seen: set[str] = set()
         self._said_undecided = False
         ignore = frozenset(
@@ -307,7 +310,10 @@ class Session:
             if reason:
                 return reason
             if self.config.once:
-                return "once"
+                # A layout that needs a second look (a file written in place) gets it.
+                if self.recheck_at is None or self._once_rechecks >= _ONCE_RECHECKS:
+                    return "once"
+                self._once_rechecks += 1
 
     def _wait_timeout(self) -> float:
         timeout = self.interval

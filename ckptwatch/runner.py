@@ -88,7 +88,7 @@ def run_listener(
     with ``force`` also set, KILL at once.
     """
     started = time.monotonic()
-    with spawning() as ours:
+    with spawning() as ours:  # registered before the reaper can see it exit
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
@@ -100,60 +100,46 @@ def run_listener(
         )
         ours.add(proc.pid)
     try:
-        return _follow(proc, started, payload, timeout, on_start, on_line, say, cancel, force)
+        on_start(proc.pid)
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(json.dumps(payload, ensure_ascii=True).encode() + b"\n")
+            proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass  # the listener does not read stdin: fine
+        deadline = started + timeout if timeout else None
+        reader = _LineReader(proc.stdout.fileno(), on_line)
+        status: str | None = None
+        with selectors.DefaultSelector() as selector:
+            selector.register(proc.stdout, selectors.EVENT_READ)
+            while True:
+                wait = 0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))
+                ready = selector.select(wait)
+                if ready and not reader.read():
+                    break  # EOF: the listener (and all its children) closed the output
+                if cancel.is_set():
+                    status = "interrupted"
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    status = "timeout"
+                    break
+                if not ready and proc.poll() is not None:
+                    break  # exited; a background child may still hold the pipe
+        if status is None:
+            status = _wait(proc, deadline, cancel)
+        if status in ("timeout", "interrupted"):
+            what = f"timed out after {timeout:g} s" if status == "timeout" else "cut off by shutdown"
+            say(f"{what}; stopping its process group")
+            kill_group(proc.pid, 0.0 if force.is_set() else KILL_GRACE, say, lambda: proc.poll() is None)
+            proc.wait()
+        reader.flush()
+        proc.stdout.close()
+        code = proc.returncode
+        if status is None:
+            status = "done" if code == 0 else "stop" if code == STOP_EXIT else "failed"
+        return RunOutcome(status, code, time.monotonic() - started, reader.last_line)
     finally:
         forget(proc.pid)
-
-
-def _follow(
-    proc: subprocess.Popen[bytes],
-    started: float,
-    payload: Mapping[str, Any],
-    timeout: float | None,
-    on_start: Callable[[int], None],
-    on_line: Callable[[str], None],
-    say: Callable[[str], None],
-    cancel: threading.Event,
-    force: threading.Event,
-) -> RunOutcome:
-    on_start(proc.pid)
-    assert proc.stdin is not None and proc.stdout is not None
-    try:
-        proc.stdin.write(json.dumps(payload, ensure_ascii=True).encode() + b"\n")
-        proc.stdin.close()
-    except (BrokenPipeError, OSError):
-        pass  # the listener does not read stdin: fine
-    deadline = started + timeout if timeout else None
-    reader = _LineReader(proc.stdout.fileno(), on_line)
-    status: str | None = None
-    with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        while True:
-            wait = 0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))
-            ready = selector.select(wait)
-            if ready and not reader.read():
-                break  # EOF: the listener (and all its children) closed the output
-            if cancel.is_set():
-                status = "interrupted"
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                status = "timeout"
-                break
-            if not ready and proc.poll() is not None:
-                break  # exited; a background child may still hold the pipe
-    if status is None:
-        status = _wait(proc, deadline, cancel)
-    if status in ("timeout", "interrupted"):
-        what = f"timed out after {timeout:g} s" if status == "timeout" else "cut off by shutdown"
-        say(f"{what}; stopping its process group")
-        kill_group(proc.pid, 0.0 if force.is_set() else KILL_GRACE, say, lambda: proc.poll() is None)
-        proc.wait()
-    reader.flush()
-    proc.stdout.close()
-    code = proc.returncode
-    if status is None:
-        status = "done" if code == 0 else "stop" if code == STOP_EXIT else "failed"
-    return RunOutcome(status, code, time.monotonic() - started, reader.last_line)
 
 
 def _wait(proc: subprocess.Popen[bytes], deadline: float | None, cancel: threading.Event) -> str | None:

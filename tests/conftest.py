@@ -200,6 +200,15 @@ def run_cli(*args: str, env: dict[str, str], cwd: Path, timeout: float = 60) -> 
     )
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def json_log(stderr: str) -> list[dict[str, Any]]:
     out = []
     for line in stderr.splitlines():

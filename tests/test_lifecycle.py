@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import json_log, read_records, run_cli, summary, write_listener
+from conftest import alive, json_log, read_records, run_cli, summary, write_listener
 from test_protocol import dcp_save
 
 
@@ -161,14 +161,14 @@ def test_kill_9_mid_listener_retries_the_cut_off_run_only(ckpt, tmp_path, watch,
     first.send(signal.SIGKILL)
     first.wait_exit()
     hung = int(hung_pid.read_text())
-    assert _alive(hung), "the listener outlives a kill -9 of the watcher (it leads its own group)"
+    assert alive(hung), "the listener outlives a kill -9 of the watcher (it leads its own group)"
     dcp_save(ckpt, "step-3")
     second = watch(*args)
     second.wait_run("rec", "after_save", 3)
     second.wait_run("rec", "after_save", 2)
     second.send(signal.SIGTERM)
     assert second.wait_exit() == 0
-    assert not _alive(hung), "the cut-off run's group was killed before the retry"
+    assert not alive(hung), "the cut-off run's group was killed before the retry"
     after = [(r["stdin"]["step"], r["stdin"]["retry"], r["stdin"]["attempt"])
              for r in read_records(records_path) if r["argv"] == ["after_save"]]
     assert sorted(after) == [(1, False, 1), (2, False, 1), (2, True, 2), (3, False, 1)]
@@ -180,13 +180,6 @@ def _wait_file(path: Path, timeout: float = 30) -> None:
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.02)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_shutdown_timeout_keeps_queued_runs_for_the_next_session(ckpt, tmp_path, watch, records_path):

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import json_log, read_records, run_cli, summary, write_listener
+from conftest import alive, json_log, read_records, run_cli, summary, write_listener
 
 
 def dcp_save(root: Path, name: str, payload: bytes = b"meta") -> Path:
@@ -128,15 +128,8 @@ def test_hanging_listener_and_its_children_are_killed_at_the_timeout(ckpt, tmp_p
     [timeout] = [r for r in json_log(result.stderr) if r.get("outcome") == "timeout"]
     assert timeout["listener"] == "hang"
     child = int(pid_file.read_text())
-    assert not _alive(child), "the listener's child survived the timeout"
+    assert not alive(child), "the listener's child survived the timeout"
 
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_output_streamed_with_the_listener_name(ckpt, tmp_path, env):
@@ -216,6 +209,6 @@ def test_timeout_kills_a_child_that_left_the_group_with_setsid(ckpt, tmp_path, e
     result = once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"), "--listener-timeout", "1")
     assert result.returncode == 1, result.stderr
     escaped = int(pid_file.read_text())
-    assert os.getsid(escaped) == escaped if _alive(escaped) else True  # it did leave the group
-    assert not _alive(escaped), "a setsid'ed child of a timed-out listener survived"
+    assert os.getsid(escaped) == escaped if alive(escaped) else True  # it did leave the group
+    assert not alive(escaped), "a setsid'ed child of a timed-out listener survived"
     assert any("process(es) below it" in r["msg"] for r in json_log(result.stderr))

@@ -27,6 +27,10 @@ REGISTRY: dict[str, str] = {
     "nemo": "ckptwatch.layouts.nemo:NeMoLayout",
     "ray": "ckptwatch.layouts.ray:RayLayout",
     "marker": "ckptwatch.layouts.marker:MarkerLayout",
+    "keras": "ckptwatch.layouts.keras:KerasLayout",
+    "torch": "ckptwatch.layouts.torch:TorchLayout",
+    "lightning": "ckptwatch.layouts.lightning:LightningLayout",
+    "glob": "ckptwatch.layouts.glob:GlobLayout",
 }
 
 
