@@ -149,11 +149,28 @@ def layouts_command() -> None:
         click.echo(f"{'':<{width}}    commits: {cls.commits}")
 
 
+def _negative_poll(argv: list[str]) -> str | None:
+    """``--poll -1``: click reads "-1" as an option (the value is optional); say what is wrong."""
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return None
+        value = arg[len("--poll="):] if arg.startswith("--poll=") else argv[i + 1] if arg == "--poll" and i + 1 < len(
+            argv) else None
+        if value is not None and value.startswith("-") and value[1:].replace(".", "", 1).isdigit():
+            return value
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning user errors into one line and exit 2."""
+    args = sys.argv[1:] if argv is None else argv
+    negative = _negative_poll(args)
+    if negative is not None:
+        click.echo(f"ckptwatch run: error: --poll must be 0 (never poll) or more seconds, not {negative}", err=True)
+        return EXIT_USAGE
     try:
         # Without standalone mode, click returns ctx.exit()'s status instead of exiting.
-        status = cli.main(args=argv, prog_name="ckptwatch", standalone_mode=False)
+        status = cli.main(args=args, prog_name="ckptwatch", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.Abort:

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .events import EVENT_NAMES
+
 __all__ = ["Config", "ConfigError", "LogFormat", "load_toml", "RUN_KEYS"]
 
 LogFormat = Literal["auto", "text", "json"]
@@ -123,15 +125,50 @@ def load_toml(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     unknown_tables = sorted(set(data) - {"run", "listener"})
     if unknown_tables:
         raise ConfigError(f"config {path}: unknown table(s) {', '.join(unknown_tables)}; use [run] and [listener.NAME]")
+    for table in ("run", "listener"):
+        if not isinstance(data.get(table, {}), dict):
+            raise ConfigError(f"config {path}: {table} must be a table ([{table}]), not {type(data[table]).__name__}")
     run = {key.replace("-", "_"): value for key, value in data.get("run", {}).items()}
     unknown = sorted(set(run) - RUN_KEYS)
     if unknown:
         raise ConfigError(f"config {path}: unknown [run] key(s) {', '.join(unknown)}; known: {', '.join(sorted(RUN_KEYS))}")
     if isinstance(run.get("listeners"), str):
         run["listeners"] = [run["listeners"]]
+    for key, value in run.items():
+        kinds = _RUN_TYPES[key]
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            wanted = " or ".join(dict.fromkeys(_TYPE_NAMES[k] for k in kinds))
+            raise ConfigError(f"config {path}: [run] {key.replace('_', '-')} must be {wanted}, not {value!r}")
+    if any(not isinstance(item, str) for item in run.get("listeners", [])):
+        raise ConfigError(f"config {path}: [run] listeners must be a list of paths")
+    if "start_from" in run:
+        run["start_from"] = str(run["start_from"])
     listeners: dict[str, dict[str, Any]] = {}
     for name, table in data.get("listener", {}).items():
         if not isinstance(table, dict) or set(table) - {"events", "timeout"}:
             raise ConfigError(f"config {path}: [listener.{name}] takes only events and timeout")
+        events = table.get("events", [])
+        if not isinstance(events, list) or not set(events) <= set(EVENT_NAMES) or not events and "events" in table:
+            raise ConfigError(f"config {path}: [listener.{name}] events must be a list of {', '.join(EVENT_NAMES)}")
+        timeout = table.get("timeout")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise ConfigError(f"config {path}: [listener.{name}] timeout must be a number of seconds above 0")
         listeners[name] = table
     return run, listeners
+
+
+_TYPE_NAMES = {str: "a string", bool: "true or false", int: "a number", float: "a number", list: "a list"}
+_RUN_TYPES: dict[str, tuple[type, ...]] = {
+    "listeners": (list,),
+    "layout": (str,),
+    "stop_file": (str,),
+    "state_dir": (str,),
+    "once": (bool,),
+    "idle_timeout": (int, float),
+    "listener_timeout": (int, float),
+    "shutdown_timeout": (int, float),
+    "log_format": (str,),
+    "poll": (int, float),
+    "start_from": (str, int),
+    "pin": (bool,),
+}

@@ -132,20 +132,34 @@ class Dispatcher:
         """Queue runs an earlier session left unfinished (``retry`` when they had started)."""
         known = {spec.name for spec in self.listeners}
         deliveries: dict[int, Delivery] = {}
+        owed = {queued.id: asked for queued, asked, _ in self.journal.stop_owed()}
+        for queued, asked, finished in self.journal.stop_owed():
+            if finished:  # every listener is done: the file is owed now
+                delivery = Delivery(queued.event, queued.id, [], self._write_stop)
+                delivery.stop_requests = [(name, "(asked in an earlier session)") for name in asked]
+                self._write_stop(delivery)
+        waiting = {run.queued.id: [r.listener for r in pending if r.queued.id == run.queued.id and r.listener in known]
+                   for run in pending}
         for run in pending:
             if run.listener not in known:
                 emit("info", f"listener {run.listener} is gone; its unfinished {run.queued.event.name} "
                      f"for step {run.queued.event.step} is dropped", logging.WARNING)
                 continue
-            if run.pgid and run.attempt > 1:
-                _kill_leftover(run)
-            names = [n for n in run.queued.listeners if n in known]
-            delivery = deliveries.setdefault(
-                run.queued.id, Delivery(run.queued.event, run.queued.id, names, self._write_stop)
-            )
+            if run.attempt > 1:
+                _kill_leftover(run, self._run_key(run.queued.id, run.listener, run.attempt - 1))
+            delivery = deliveries.get(run.queued.id)
+            if delivery is None:
+                # Counts down over the runs still to do; carries the stop requests already made.
+                delivery = Delivery(run.queued.event, run.queued.id, waiting[run.queued.id], self._write_stop)
+                delivery.stop_requests = [(n, "(asked in an earlier session)") for n in owed.get(run.queued.id, [])]
+                deliveries[run.queued.id] = delivery
             self._submit(run.listener, _Job(delivery, run.attempt))
         if pending:
             emit("info", f"resuming {len(pending)} listener run(s) left unfinished by an earlier session")
+
+    def _run_key(self, event_id: int, listener: str, attempt: int) -> str:
+        """Names one run of one listener in its environment, to find its leftovers after a crash."""
+        return f"{self.journal.path}:{event_id}:{listener}:{attempt}"
 
     def _submit(self, name: str, job: _Job) -> None:
         with self._idle:
@@ -264,8 +278,13 @@ class Dispatcher:
             CKPTWATCH_STOP_FILE=ctx.stop_file,
             CKPTWATCH_RUN_ID=ctx.run_id,
             CKPTWATCH_RETRY="1" if retry else "0",
+            CKPTWATCH_RUN_KEY="" if event_id is None else self._run_key(event_id, spec.name, job.attempt),
             CKPTWATCH_LAST_STEP_HANDLED="" if last_handled is None else str(int(last_handled)),
         )
+
+        if event_id is not None:
+            # Journaled before the spawn: a crash from here on makes the next run a retry.
+            self.journal.run_started(event_id, spec.name, job.attempt)
 
         def started(pid: int) -> None:
             if event_id is not None:
@@ -336,18 +355,44 @@ class Dispatcher:
             emit("stop", f"cannot write the stop file {self.context.stop_file}: {exc.strerror}", logging.ERROR)
             self.failures += 1
             return
+        if delivery.event_id is not None:
+            self.journal.stop_file_written(delivery.event_id)
         self.stop_written = request
         emit("stop", f"stop requested at step {event.step} by {request.listener}: wrote {self.context.stop_file}",
              step=event.step, listeners=names, reason=reason, stop_file=self.context.stop_file)
 
 
-def _kill_leftover(run: PendingRun) -> None:
-    """Kill what is left of a cut-off run's process group, if it is still that group."""
-    assert run.pgid is not None
-    if run.pgid_start is not None and process_start_ticks(run.pgid) != run.pgid_start:
-        return  # the leader is gone or the pid was reused: nothing of ours to kill
-    try:
-        os.killpg(run.pgid, signal.SIGKILL)
-        emit("info", f"killed what was left of {run.listener}'s cut-off run (process group {run.pgid})")
-    except (ProcessLookupError, PermissionError):
-        pass
+def _kill_leftover(run: PendingRun, key: str) -> None:
+    """Kill what is left of a cut-off run before its retry.
+
+    Its process group when the journal has it (and the leader is still that
+    process); else (a crash between the spawn and that record) every process
+    whose environment carries the run's ``CKPTWATCH_RUN_KEY``.
+    """
+    groups = set()
+    if run.pgid is not None:
+        if run.pgid_start is None or process_start_ticks(run.pgid) == run.pgid_start:
+            groups.add(run.pgid)
+    else:
+        groups |= _groups_with_key(key)
+    for group in groups:
+        try:
+            os.killpg(group, signal.SIGKILL)
+            emit("info", f"killed what was left of {run.listener}'s cut-off run (process group {group})")
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _groups_with_key(key: str) -> set[int]:
+    needle = b"\0" + f"CKPTWATCH_RUN_KEY={key}".encode() + b"\0"
+    groups = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                if needle in b"\0" + handle.read() + b"\0":
+                    groups.add(os.getpgid(int(entry)))
+        except OSError:
+            continue
+    return groups

@@ -241,6 +241,7 @@ class Session:
         if self.journal.dropped_lines:
             emit("info", f"journal: dropped {self.journal.dropped_lines} torn or unreadable line(s) "
                  "(a crash mid-write); continuing", logging.WARNING)
+        _remove_torn_stop_files(config.stop_path)
         pins = os.path.join(config.state_path, "pins") if config.pin else None
         if pins is not None:
             shutil.rmtree(pins, ignore_errors=True)  # pins of a crashed session
@@ -336,10 +337,11 @@ class Session:
             emit("info", f"no new checkpoint for {idle:g} s: idle timeout")
             return "idle"
         if self.watcher is not None and not self.watcher.alive():
+            why = getattr(self.watcher, "failure", None) or "it exited"
             self.watcher = None
             self.interval = 1.0
             self.engine.waker.hint_everything()
-            emit("info", "the notification thread stopped; scanning every 1 s from now on", logging.ERROR)
+            emit("info", f"the notification thread stopped ({why}); scanning every 1 s from now on", logging.ERROR)
         return None
 
     def scan(self) -> None:
@@ -357,14 +359,14 @@ class Session:
         self.recheck_at = None if observation.recheck is None else time.monotonic() + observation.recheck
         for problem in observation.problems:
             self._problem(problem)
-        previous = self.tracker.last
+        previous = self.tracker.last.step if self.tracker.last else None
         for event in self.tracker.observe(observation):
             if event.name == "after_save":
                 self.last_commit = time.monotonic()
-                if previous is not None and event.step is not None and event.step < previous.step:
-                    emit("info", f"step {event.step} is lower than step {previous.step} seen before: "
+                if previous is not None and event.step is not None and event.step < previous:
+                    emit("info", f"step {event.step} is lower than step {previous} seen before: "
                          "a new run or a resume")
-                previous = self.tracker.last
+                previous = event.step
             self._dispatch(event)
         if observation.committed and not self.layout_fixed:
             self.layout_fixed = True
@@ -458,3 +460,18 @@ class Session:
         self.journal.close()
         engine.failures += dispatcher.failures
         emit("info", f"session {self.run_id} ended ({reason})", reason=reason)
+
+
+def _remove_torn_stop_files(stop_file: str) -> None:
+    """Temp files of a stop file whose rename a crash cut off (the request is journaled as owed)."""
+    folder, base = os.path.split(stop_file)
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(f".{base}.") and len(name) > len(base) + 2:
+            try:
+                os.unlink(os.path.join(folder, name))
+            except OSError:
+                pass

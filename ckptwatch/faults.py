@@ -7,6 +7,7 @@ when it reaches that point, exactly as ``kill -9`` would. Unset, a crash
 point costs one comparison.
 
 Points: ``event-queued`` (an event journaled, no listener started yet),
+``run-spawned`` (a listener started, its process group not journaled),
 ``run-exited`` (a listener exited, its outcome not journaled), ``journal-record``
 (half a journal line written), ``stop-file-rename`` (stop file written to its
 temp name, not renamed), ``observer-dies`` (the notification thread raises).
@@ -18,9 +19,9 @@ import os
 import signal
 import threading
 
-__all__ = ["POINTS", "crash_point", "armed"]
+__all__ = ["POINTS", "armed", "crash_point", "die"]
 
-POINTS = ("event-queued", "run-exited", "journal-record", "stop-file-rename", "observer-dies")
+POINTS = ("event-queued", "run-spawned", "run-exited", "journal-record", "stop-file-rename", "observer-dies")
 
 _spec = os.environ.get("CKPTWATCH_TEST_CRASH_AT", "")
 _name, _, _count = _spec.partition(":")
@@ -41,4 +42,9 @@ def armed(name: str) -> bool:
 def crash_point(name: str) -> None:
     """Die here, as kill -9 would, when this point is armed."""
     if _name == name and armed(name):
-        os.kill(os.getpid(), signal.SIGKILL)
+        die()
+
+
+def die() -> None:
+    """What kill -9 does: no cleanup, no flush."""
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .events import Event
-from .faults import armed, crash_point
+from .faults import armed, die
 from .tracker import LastCommit, Tracker
 
 __all__ = ["FINISHED", "Journal", "JournalBusy", "PendingRun", "QueuedEvent"]
@@ -84,6 +84,7 @@ class Journal:
         self._events: dict[int, QueuedEvent] = {}
         self._runs: dict[tuple[int, str], _RunState] = {}
         self._after_save_by_identity: dict[str, int] = {}
+        self._stop_written: set[int] = set()
         self.dropped_lines = 0
         self.compacted_from = 0
         self._next_id = 1
@@ -133,6 +134,8 @@ class Journal:
         with open(tmp, "wb") as out:
             for queued in sorted(self._events.values(), key=lambda q: q.id):
                 out.write(_line(_event_record(queued, "")))
+            for event_id in sorted(self._stop_written):
+                out.write(_line({"r": "stopfile", "id": event_id}))
             for (event_id, listener), state in sorted(self._runs.items()):
                 record = {"r": "run", "id": event_id, "listener": listener, "status": state.status}
                 record.update({"attempt": state.attempt, "pgid": state.pgid, "pgid_start": state.pgid_start})
@@ -161,6 +164,8 @@ class Journal:
             self._next_id = max(self._next_id, queued.id + 1)
             if event.name == "after_save":
                 self._after_save_by_identity[event.identity] = queued.id
+        elif kind == "stopfile":
+            self._stop_written.add(int(record["id"]))
         elif kind == "run":
             key = (int(record["id"]), record["listener"])
             previous = self._runs.get(key)
@@ -206,6 +211,28 @@ class Journal:
         """No event was ever queued here: a first start."""
         return not self._events
 
+    def stop_owed(self) -> list[tuple[QueuedEvent, list[str], bool]]:
+        """Stop requests whose stop file was never written: ``(event, who asked, all runs finished)``.
+
+        A listener's exit 3 is journaled when it exits; the file is written
+        when the event's last listener is done, and journaled as ``stopfile``.
+        A crash in between owes the file to the next session.
+        """
+        owed = []
+        for queued in sorted(self._events.values(), key=lambda q: q.id):
+            if queued.id in self._stop_written:
+                continue
+            runs = [(n, self._runs.get((queued.id, n))) for n in queued.listeners]
+            asked = [n for n, state in runs if state is not None and state.status == "stop"]
+            if asked:
+                owed.append((queued, asked, all(st is not None and st.status in FINISHED for _, st in runs)))
+        return owed
+
+    def stop_file_written(self, event_id: int) -> None:
+        with self._lock:
+            self._write({"r": "stopfile", "id": event_id, "t": time.time()}, sync=True)
+            self._stop_written.add(event_id)
+
     def after_save_status(self, identity: str, listener: str) -> str | None:
         """The outcome of ``listener``'s ``after_save`` for that checkpoint, any session."""
         event_id = self._after_save_by_identity.get(identity)
@@ -226,7 +253,10 @@ class Journal:
                 self._after_save_by_identity[event.identity] = queued.id
         return queued
 
-    def run_started(self, event_id: int, listener: str, attempt: int, pgid: int, pgid_start: int | None) -> None:
+    def run_started(
+        self, event_id: int, listener: str, attempt: int, pgid: int | None = None, pgid_start: int | None = None
+    ) -> None:
+        """Journaled before the listener starts (no group yet), and again once it has one."""
         record = {"r": "run", "id": event_id, "listener": listener, "status": "started", "attempt": attempt}
         record.update({"pgid": pgid, "pgid_start": pgid_start, "t": time.time()})
         with self._lock:
@@ -245,7 +275,7 @@ class Journal:
         if armed("journal-record"):
             self._file.write(line[: len(line) // 2])
             self._file.flush()
-            crash_point("journal-record")
+            die()
         self._file.write(line)
         self._file.flush()
         if sync:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .faults import crash_point
 from .reaper import descendants, forget, kill_all, spawning
 
 __all__ = ["KILL_GRACE", "RunOutcome", "kill_group", "process_start_ticks", "run_listener"]
@@ -84,6 +85,8 @@ def run_listener(
 ) -> RunOutcome:
     """Run ``argv`` with ``payload`` as JSON on stdin until it exits, times out or is cancelled.
 
+    ``on_start`` is called with the listener's pid (= its process group) once it runs.
+
     ``cancel`` cuts the run off (TERM, then KILL after a grace period);
     with ``force`` also set, KILL at once.
     """
@@ -100,6 +103,7 @@ def run_listener(
         )
         ours.add(proc.pid)
     try:
+        crash_point("run-spawned")
         on_start(proc.pid)
         assert proc.stdin is not None and proc.stdout is not None
         try:

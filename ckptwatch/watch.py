@@ -115,6 +115,7 @@ class InotifyWatcher:
         self._top_by_wd: dict[int, str] = {}  # "" for DIR itself
         self._wd_by_name: dict[str, int] = {}
         self.overflows = 0
+        self.failure: str | None = None
 
     def start(self) -> None:
         """Watch DIR; raises OSError when it cannot be watched."""
@@ -131,6 +132,14 @@ class InotifyWatcher:
     # watchdog's WatchCallback protocol, called on the reader thread -----------
 
     def on_event(self, event: Any) -> None:
+        try:
+            self._on_event(event)
+        except Exception as exc:  # noqa: BLE001 - the thread dies; the engine says so, once
+            self.failure = f"{type(exc).__name__}: {exc}"
+            self._waker.hint_everything()
+            raise SystemExit from None  # ends the thread without a traceback on stderr
+
+    def _on_event(self, event: Any) -> None:
         if armed("observer-dies"):
             raise RuntimeError("test hook: the notification thread dies")
         top = self._top_by_wd.get(event.wd)
@@ -159,7 +168,7 @@ class InotifyWatcher:
     # What the engine calls -------------------------------------------------------
 
     def alive(self) -> bool:
-        return self._fd.is_alive()
+        return self.failure is None and self._fd.is_alive()
 
     def watch_subdirs(self, names: list[str]) -> bool:
         """Watch exactly these subdirectories of DIR; True when a watch was added.

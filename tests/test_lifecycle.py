@@ -239,3 +239,29 @@ def test_as_pid_1_orphans_are_reaped_and_exit_statuses_kept(ckpt, tmp_path, env,
     assert summary(records, "20-stop") == [("after_save", 1), ("after_save", 2), ("after_save", 3)]
     [end] = [r for r in records if r["name"] == "30-zombies"]
     assert end["pid"] != 1 and end["zombies"] == []
+
+
+def test_a_cut_off_run_with_no_group_journaled_is_found_and_killed_before_its_retry(ckpt, tmp_path, watch,
+                                                                                  records_path):
+    """Steps: the watcher dies (crash point run-spawned) right after starting after_save 1's
+    listener, before journaling its process group; that listener hangs on attempt 1.
+    Result: the restart finds it by its CKPTWATCH_RUN_KEY, kills it, and retries (attempt 2)."""
+    dcp_save(ckpt, "step-1")
+    hung_pid = tmp_path / "hung.pid"
+    # The watcher dies before writing the listener's stdin: it reads EOF, so go by the environment.
+    write_listener(tmp_path / "l", "rec", events="after_save", before=(
+        "if os.environ['CKPTWATCH_RETRY'] == '0':\n"
+        f"    open({str(hung_pid)!r}, 'w').write(str(os.getpid()))\n"
+        "    time.sleep(300)"))
+    args = (str(ckpt), "-l", str(tmp_path / "l"), "--state-dir", str(tmp_path / "state"))
+    first = watch(*args, "--once", extra_env={"CKPTWATCH_TEST_CRASH_AT": "run-spawned"})
+    assert first.wait_exit() == -signal.SIGKILL
+    _wait_file(hung_pid)
+    hung = int(hung_pid.read_text())
+    assert alive(hung)
+    second = watch(*args, "--once")
+    assert second.wait_exit() == 0
+    assert not alive(hung), "the cut-off run survived its retry"
+    assert any("killed what was left" in r["msg"] for r in second.records)
+    [record] = read_records(records_path)
+    assert (record["stdin"]["attempt"], record["stdin"]["retry"]) == (2, True)

@@ -9,6 +9,7 @@ never writes. Subclasses set the class attributes and implement ``detect`` and
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from dataclasses import dataclass, field
@@ -184,14 +185,19 @@ class Layout:
         during the read (still being written: look again).
         """
         try:
-            with open(self.join(rel), "rb") as handle:
-                data = handle.read(self.max_marker_bytes + 1)
-                st = os.fstat(handle.fileno())
+            # Never through a symbolic link: a marker pointing elsewhere commits nothing here.
+            fd = os.open(self.join(rel), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            problems.append(f"cannot read {rel}: {exc.strerror or exc}")
+            if exc.errno == errno.ELOOP:
+                problems.append(f"{rel} is a symbolic link; a marker must be a file in DIR")
+            else:
+                problems.append(f"cannot read {rel}: {exc.strerror or exc}")
             return None
+        with os.fdopen(fd, "rb") as handle:
+            data = handle.read(self.max_marker_bytes + 1)
+            st = os.fstat(handle.fileno())
         if len(data) > self.max_marker_bytes:
             problems.append(f"{rel} is larger than {self.max_marker_bytes} bytes; not read as a marker")
             return None

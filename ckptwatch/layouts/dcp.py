@@ -8,6 +8,7 @@ step; it is the number the directory's name ends with (``step-100``, ``100``).
 from __future__ import annotations
 
 import os
+import stat
 import re
 
 from .base import Checkpoint, Layout, Listing, Observation, SaveInProgress, trailing_step
@@ -52,6 +53,9 @@ class DCPLayout(Layout):
                 continue
             marker = f"{name}/{METADATA}"
             st = self.stat(marker)
+            if st is not None and not stat.S_ISREG(st.st_mode):
+                obs.problems.append(f"{marker} is not a regular file (a symbolic link?); not a commit")
+                st = None
             if st is None or st.st_size == 0:
                 obs.in_progress.append(SaveInProgress(step, name))
                 obs.watch.append(name)

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 from .base import Checkpoint, Layout, Listing, Observation, SaveInProgress
 
 __all__ = ["HFLayout"]
 
 STATE_FILE = "trainer_state.json"
+#: A state file that still does not parse this long after its last write is reported.
+_BROKEN_AFTER = 5.0
 _CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 _TMP_DIR = re.compile(r"^tmp-checkpoint-(\d+)$")
 
@@ -25,6 +28,8 @@ class HFLayout(Layout):
     framework = "Hugging Face Transformers Trainer"
     starts = "checkpoint-N/ (or tmp-checkpoint-N/) created"
     commits = "checkpoint-N/trainer_state.json complete (parses, global_step == N)"
+    #: A long run's log_history makes trainer_state.json grow to megabytes.
+    max_marker_bytes = 256 << 20
 
     def __init__(self, root: str, argument: str | None = None) -> None:
         super().__init__(root, argument)
@@ -80,6 +85,10 @@ class HFLayout(Layout):
             known = (st.st_mtime_ns, st.st_size, self._state_complete(marker, data, step, problems))
             self._parsed[name] = known
         if not known[2]:
+            age = time.time() - known[0] / 1e9
+            if age > _BROKEN_AFTER:  # reported by the first scan after that (deduplicated by the engine)
+                problems.append(f"{marker} does not parse {_BROKEN_AFTER:g} s after its last write; "
+                                "not a commit (a crashed or broken save?)")
             return None
         return Checkpoint(self.name, step, name, marker, known[0], known[1])
 
@@ -89,7 +98,9 @@ class HFLayout(Layout):
         try:
             state = json.loads(data)
         except ValueError:
-            return False  # still being written in place; the close will wake us
+            if not data.lstrip().startswith(b"{") or b"\0" in data:
+                problems.append(f"{marker} is not JSON (binary?); not taken as a commit")
+            return False  # else still being written in place; the close will wake us
         if not isinstance(state, dict):
             problems.append(f"{marker} is JSON but not an object; not taken as a commit")
             return False
