@@ -3,7 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= runs/demo
 
-.PHONY: demo test
+INTEROP_VENV ?= .venv-interop
+
+.PHONY: demo test interop-venv
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -17,5 +19,12 @@ demo: $(VENV)/.installed
 	rm -rf $(DEMO_DIR)
 	STOP_AT_STEP=100 $(VENV)/bin/ckptwatch run $(DEMO_DIR) -l listeners.d -- $(PY) examples/train.py $(DEMO_DIR)
 
-test: $(VENV)/.installed
-	$(PY) -m pytest
+# The frameworks for tests/interop (TF, Keras, torch, Transformers, Lightning, Orbax) in their
+# own venv; rebuilt only when tests/interop/requirements.txt changed.
+interop-venv:
+	INTEROP_VENV=$(INTEROP_VENV) tests/interop/setup.sh
+
+# The whole suite, interop included: an interop test that skips fails the run
+# unless tests/interop/allowed-skips.txt lists it with a reason.
+test: $(VENV)/.installed interop-venv
+	CKPTWATCH_REQUIRE_INTEROP=1 CKPTWATCH_INTEROP_PYTHON=$(abspath $(INTEROP_VENV))/bin/python $(PY) -m pytest
