@@ -1,0 +1,530 @@
+"""ckptwatch benchmark: commit-to-listener latency, bursts, idle cost, start-up.
+
+    python bench/run.py [--quick] [--tools floor,watchmedo,...] [--out PATH]
+
+Every tool watches a directory where this process saves TensorFlow-style
+checkpoints, and starts the same bash listener on each commit. See
+bench/README.md for what each column means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import procs, scenario, stats  # noqa: E402
+from bench.tools import Tool, all_tools, env_for_tools  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+WARM_BASE = 1            # warm-up steps in a fresh directory
+LAT_BASE = 100_000       # latency phase steps
+BURST_BASE = 200_000     # burst phase steps
+IDLE_WARM_BASE = 10_000_000  # warm-up steps in the idle directory (above its checkpoints)
+
+
+def log(msg: str = "") -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class NotMeasured(Exception):
+    """A phase could not be measured; the message says why (shown as n/a)."""
+
+
+class Session:
+    """One running tool watching one directory, with its listener and records."""
+
+    def __init__(self, tool: Tool, watch_dir: Path, work: Path, writer: scenario.Writer):
+        self.tool = tool
+        self.dir = watch_dir
+        self.work = work
+        self.writer = writer
+        work.mkdir(parents=True, exist_ok=True)
+        self.records = scenario.Records(work / "records.txt")
+        if tool.listener_in_dir:
+            listener = scenario.write_listener(work / "listeners.d" / "10-bench", watch_dir,
+                                               self.records.path)
+            self.listener_arg = listener.parent
+        else:
+            self.listener_arg = scenario.write_listener(work / "listener.sh", watch_dir,
+                                                        self.records.path)
+        self.log_path = work / "tool.log"
+        self.proc: subprocess.Popen | None = None
+        self.t_spawn = 0
+
+    def start(self) -> None:
+        argv = self.tool.argv(self.dir, self.listener_arg, self.work)
+        (self.work / "argv.json").write_text(json.dumps(argv))
+        self._log = open(self.log_path, "wb")
+        self.t_spawn = time.time_ns()
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=subprocess.STDOUT, cwd=self.work,
+                                     env=env_for_tools(), start_new_session=True)
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise NotMeasured(f"tool exited with status {self.proc.returncode}: "
+                              f"{self.log_tail()}")
+
+    def log_tail(self, n: int = 3) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(x.strip()[:200] for x in lines[-n:]) or "(no output)"
+
+    def wait_ready(self, base: int) -> dict:
+        """Warm-up commits until one reaches the listener; the tool is then ready."""
+        deadline = time.monotonic() + self.tool.ready_timeout
+        started = time.monotonic()
+        step = base
+        warm = set()
+        while time.monotonic() < deadline:
+            self.check_alive()
+            self.writer.commit(step)
+            warm.add(step)
+            step += 1
+            time.sleep(0.010 if time.monotonic() - started < 2 else 0.050)
+            self.records.poll()
+            hits = [r for r in self.records.all if r.step in warm]
+            if hits:
+                first = min(hits, key=lambda r: r.t_ns)
+                cpu = procs.cpu_ticks(procs.tree(self.proc.pid))
+                return {"ready_ms": (first.t_ns - self.t_spawn) / 1e6,
+                        "warmup_commits": len(warm),
+                        "cpu_s_to_ready": sum(cpu.values()) / procs.CLK_TCK}
+        self.check_alive()
+        raise NotMeasured(f"no warm-up commit reached the listener within "
+                          f"{self.tool.ready_timeout:.0f} s: {self.log_tail()}")
+
+    def settle(self, quiet: float, limit: float) -> None:
+        """Wait until no listener record has come for `quiet` seconds (at most `limit`)."""
+        end = time.monotonic() + limit
+        last = time.monotonic()
+        while time.monotonic() < end:
+            if self.records.poll():
+                last = time.monotonic()
+            elif time.monotonic() - last >= quiet:
+                return
+            time.sleep(0.02)
+
+    def stop(self) -> dict:
+        if self.proc is None:
+            return {}
+        out = procs.stop(self.proc)
+        self._log.close()
+        return out
+
+
+def quiet_for(tool: Tool) -> float:
+    return 2 * tool.poll_interval + 1.0 if tool.slow else 0.5
+
+
+# --------------------------------------------------------------------------- phases
+
+def phase_help(tool: Tool, reps: int) -> dict:
+    times, codes = [], set()
+    for _ in range(reps):
+        t0 = time.perf_counter_ns()
+        r = subprocess.run(tool.help_argv(), stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times.append((time.perf_counter_ns() - t0) / 1e6)
+        codes.add(r.returncode)
+    return {"help_ms": stats.median(times), "help_ms_all": times,
+            "help_exit": sorted(codes), "help_argv": tool.help_argv()}
+
+
+def phase_latency(s: Session, n: int, args) -> dict:
+    tool = s.tool
+    commits: dict[int, int] = {}
+    samples: list[float] = []
+    missed: list[int] = []
+    first_index = len(s.records.all)
+    for i in range(n):
+        step = LAT_BASE + i
+        t_c = s.writer.commit(step)
+        commits[step] = t_c
+        if tool.slow:
+            time.sleep(args.gap_ms / 1000)
+        else:
+            time.sleep((args.gap_ms + random.uniform(0, args.jitter_ms)) / 1000)
+        deadline = time.monotonic() + tool.latency_timeout
+        while True:
+            s.records.poll()
+            rec = s.records.first(step)
+            if rec is not None or time.monotonic() > deadline:
+                break
+            s.check_alive()
+            time.sleep(0.005 if tool.slow else 0.002)
+        if rec is None:
+            missed.append(step)
+        else:
+            samples.append((rec.t_ns - t_c) / 1e6)
+        if tool.slow:
+            # Commits land at a random point of the tool's polling period.
+            time.sleep(random.uniform(0, args.slow_jitter_ms) / 1000)
+    s.settle(quiet_for(tool), 10)
+    recs = [r for r in s.records.all[first_index:] if r.step in commits]
+    distinct = {r.step for r in recs}
+    out = {"latency_ms": stats.summary(samples), "latency_saves": n,
+           "latency_missed": len(missed), "latency_runs": len(recs),
+           "latency_doubled": len(recs) - len(distinct),
+           "latency_samples_ms": [round(x, 4) for x in samples]}
+    if not samples:
+        raise NotMeasured(f"none of {n} commits reached the listener within "
+                          f"{tool.latency_timeout:.0f} s")
+    return out
+
+
+def phase_burst(s: Session, n: int, args) -> dict:
+    first_index = len(s.records.all)
+    steps = list(range(BURST_BASE, BURST_BASE + n))
+    t0 = time.time_ns()
+    for step in steps:
+        s.writer.commit(step)
+    t1 = time.time_ns()
+    s.settle(max(quiet_for(s.tool), 1.0), args.burst_timeout)
+    s.check_alive()
+    committed = set(steps)
+    recs = sorted(s.records.all[first_index:], key=lambda r: r.t_ns)
+    mine = [r for r in recs if r.step in committed]
+    distinct = {r.step for r in mine}
+    inversions, high = 0, -1
+    for r in mine:
+        if r.step < high:
+            inversions += 1
+        high = max(high, r.step)
+    return {
+        "burst_commits": n,
+        "burst_commit_ms": (t1 - t0) / 1e6,
+        "burst_runs": len(recs),
+        "burst_runs_unknown_step": len(recs) - len(mine),
+        "burst_delivered": len(distinct),
+        "burst_missed": n - len(distinct),
+        "burst_doubled": len(mine) - len(distinct),
+        "burst_inversions": inversions,
+        "burst_in_order": inversions == 0,
+        "burst_drain_ms": ((recs[-1].t_ns - t0) / 1e6) if recs else None,
+        "burst_step_from": sorted({r.src for r in recs}),
+    }
+
+
+def run_main_phases(tool: Tool, work: Path, args) -> dict:
+    """Fresh directory: ready, latency, burst."""
+    d = work / "ckpt"
+    d.mkdir(parents=True)
+    writer = scenario.Writer(d, keep=args.keep, rotate=args.rotate, sharded=args.sharded)
+    s = Session(tool, d, work / "tool", writer)
+    res: dict = {"notes": []}
+    try:
+        s.start()
+        res.update(s.wait_ready(WARM_BASE))
+        s.settle(quiet_for(tool), 30)
+        n = args.slow_saves if tool.slow else args.saves
+        try:
+            res.update(phase_latency(s, n, args))
+        except NotMeasured as e:
+            res["latency_na"] = str(e)
+        try:
+            res.update(phase_burst(s, args.burst, args))
+        except NotMeasured as e:
+            res["burst_na"] = str(e)
+        res["rss_after_burst"] = procs.memory(procs.tree(s.proc.pid))
+    except NotMeasured as e:
+        res["ready_na"] = str(e)
+    finally:
+        res["stop"] = s.stop()
+        res["log_tail"] = s.log_tail(5)
+    return res
+
+
+def run_idle_phase(tool: Tool, idle_dir: Path, work: Path, args) -> dict:
+    n = args.idle_checkpoints
+    writer = scenario.Writer(idle_dir, keep=args.keep, sharded=args.sharded,
+                             initial=list(range(max(1, n - 4), n + 1)))
+    s = Session(tool, idle_dir, work / "idle", writer)
+    res: dict = {}
+    try:
+        s.start()
+        r = s.wait_ready(IDLE_WARM_BASE)
+        res["ready_big_ms"] = r["ready_ms"]
+        res["cpu_s_to_ready_big"] = r["cpu_s_to_ready"]
+        s.settle(quiet_for(tool), 60)
+        n_before = len(s.records.all)
+        pids = procs.tree(s.proc.pid)
+        before = procs.cpu_ticks(pids)
+        t0 = time.monotonic()
+        time.sleep(args.idle_seconds)
+        pids_after = procs.tree(s.proc.pid)
+        after = procs.cpu_ticks(pids_after)
+        wall = time.monotonic() - t0
+        s.check_alive()
+        cpu = procs.cpu_seconds_between(before, after)
+        res["idle_cpu_pct"] = 100.0 * cpu / wall
+        res["idle_seconds"] = wall
+        res["idle_memory"] = procs.memory(pids_after)
+        res["idle_rss_mib"] = res["idle_memory"]["rss_mib"]
+        s.records.poll()
+        res["idle_listener_runs"] = len(s.records.all) - n_before
+    except NotMeasured as e:
+        res["idle_na"] = str(e)
+    finally:
+        res["idle_stop"] = s.stop()
+        scenario.restore_idle_dir(idle_dir, writer, n)
+    return res
+
+
+# --------------------------------------------------------------------------- output
+
+def fmt(v, nd=1) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def ratio(a, b) -> str:
+    if a is None or b is None:
+        return "n/a"
+    if b <= 0:
+        return "-"
+    return f"{a / b:.2f}x"
+
+
+def row_values(r: dict) -> dict:
+    lat = r.get("latency_ms", {})
+    order = None
+    from_file = r.get("burst_step_from") == ["file"]
+    if from_file:
+        order = "n/a*"  # the step was read from `checkpoint` after the start: no order to judge
+    elif "burst_inversions" in r:
+        order = "yes" if r["burst_inversions"] == 0 else f"no ({r['burst_inversions']})"
+    star = (lambda v: None if v is None else f"{v}*") if from_file else (lambda v: v)
+    return {
+        "p50": lat.get("p50"), "p90": lat.get("p90"), "p99": lat.get("p99"),
+        "n": (f"{lat.get('n', 0)}/{r['latency_saves']}" if "latency_saves" in r else None),
+        "runs": r.get("burst_runs"), "deliv": star(r.get("burst_delivered")),
+        "missed": star(r.get("burst_missed")), "doubled": star(r.get("burst_doubled")),
+        "order": order,
+        "cpu": r.get("idle_cpu_pct"), "rss": r.get("idle_rss_mib"),
+        "help": r.get("help_ms"), "ready": r.get("ready_ms"), "ready_big": r.get("ready_big_ms"),
+    }
+
+
+COLUMNS = [("p50", "p50 ms", 2), ("p90", "p90 ms", 2), ("p99", "p99 ms", 2), ("n", "n", 0),
+           ("runs", "burst runs", 0), ("deliv", "deliv", 0), ("missed", "missed", 0),
+           ("doubled", "doubled", 0), ("order", "in order", 0), ("cpu", "idle CPU %", 2),
+           ("rss", "RSS MiB", 1), ("help", "--help ms", 1), ("ready", "ready ms", 1),
+           ("ready_big", "ready(big) ms", 1)]
+
+
+def table(results: dict, order: list[str]) -> str:
+    head = ["tool"] + [c[1] for c in COLUMNS]
+    rows = []
+    for name in order:
+        r = results[name]
+        if not r.get("available"):
+            continue
+        v = row_values(r)
+        rows.append([name] + [fmt(v[k], nd) for k, _, nd in COLUMNS])
+    widths = [max(len(x) for x in col) for col in zip(head, *rows)] if rows else []
+    lines = []
+    if rows:
+        line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w)  # noqa: E731
+                                       for i, (c, w) in enumerate(zip(cells, widths)))
+        lines += [line(head), line(["-" * w for w in widths])] + [line(r) for r in rows]
+    floor = results.get("floor", {})
+    fv = row_values(floor) if floor.get("available") else None
+    if fv and len(rows) > 1:
+        keys = [("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("rss", "RSS"),
+                ("help", "--help"), ("ready", "ready"), ("ready_big", "ready(big)")]
+        head2 = ["vs floor"] + [k[1] for k in keys]
+        rows2 = []
+        for name in order:
+            r = results[name]
+            if not r.get("available") or name == "floor":
+                continue
+            v = row_values(r)
+            rows2.append([name] + [ratio(v[k], fv[k]) for k, _ in keys])
+        w2 = [max(len(x) for x in col) for col in zip(head2, *rows2)]
+        line2 = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w)  # noqa: E731
+                                        for i, (c, w) in enumerate(zip(cells, w2)))
+        lines += ["", line2(head2), line2(["-" * w for w in w2])] + [line2(r) for r in rows2]
+    notes = []
+    for name in order:
+        r = results[name]
+        if not r.get("available"):
+            notes.append(f"{name}: skipped: {r.get('reason')}")
+            continue
+        for key in ("ready_na", "latency_na", "burst_na", "idle_na"):
+            if key in r:
+                notes.append(f"{name}: {key[:-3]} n/a: {r[key]}")
+        if r.get("latency_missed"):
+            notes.append(f"{name}: {r['latency_missed']} of {r['latency_saves']} latency "
+                         f"commits never reached the listener (excluded from percentiles)")
+        if r.get("latency_doubled"):
+            notes.append(f"{name}: {r['latency_doubled']} extra listener runs in the "
+                         f"latency phase (a commit handled twice)")
+        if r.get("burst_step_from") == ["file"]:
+            notes.append(f"{name}: * the tool gives no step: the listener read it from "
+                         f"`checkpoint` after starting, so deliv/missed/doubled count what "
+                         f"the runs could see; compare runs ({r['burst_runs']} for "
+                         f"{r['burst_commits']} commits)")
+        if r.get("idle_listener_runs"):
+            notes.append(f"{name}: {r['idle_listener_runs']} listener runs while idle")
+    if notes:
+        lines += [""] + notes
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p.add_argument("--quick", action="store_true",
+                   help="small counts, for a smoke test in under ~2 minutes")
+    p.add_argument("--tools", help="comma-separated subset (the floor always runs); known: "
+                   "floor,watchmedo,inotifywait,tf-iterator,ckptwatch,ckptwatch-poll,"
+                   "watchmedo-poll (the last is off unless named)")
+    p.add_argument("--phases", default="help,main,idle",
+                   help="which phases to run (default: help,main,idle; main = ready, "
+                        "latency and burst)")
+    p.add_argument("--out", default=str(HERE / "results.json"), help="JSON results path")
+    p.add_argument("--workdir", default="/tmp/ckptwatch-bench",
+                   help="where directories are made (the idle one is kept for reuse)")
+    p.add_argument("--keep-work", action="store_true", help="keep this run's directories")
+    p.add_argument("--ckptwatch", help="command for ckptwatch (default: `ckptwatch` on PATH, "
+                   "else next to this Python, else `python -m ckptwatch`)")
+    p.add_argument("--watchmedo", help="path of watchmedo (default: on PATH or next to Python)")
+    p.add_argument("--tf-python", help="Python with tensorflow (default: this one)")
+    p.add_argument("--saves", type=int, help="latency saves per fast tool (300; quick 60)")
+    p.add_argument("--slow-saves", type=int,
+                   help="latency saves per polling tool (40; quick 6)")
+    p.add_argument("--gap-ms", type=float, default=20.0, help="pause after each commit")
+    p.add_argument("--jitter-ms", type=float, default=10.0, help="random extra pause")
+    p.add_argument("--slow-jitter-ms", type=float, default=1000.0,
+                   help="random pause for polling tools (their period)")
+    p.add_argument("--burst", type=int, help="commits in the burst (1000; quick 500)")
+    p.add_argument("--burst-timeout", type=float, default=120.0,
+                   help="longest wait for a burst to drain, seconds")
+    p.add_argument("--idle-seconds", type=float, help="idle CPU window (30; quick 5)")
+    p.add_argument("--idle-checkpoints", type=int,
+                   help="checkpoints in the idle directory (10000; quick 1000)")
+    p.add_argument("--idle-files", type=int,
+                   help="empty files in the idle directory (1000000; quick 20000)")
+    p.add_argument("--files-subdir", default=None,
+                   help="put the empty files in this subdirectory (default: top level)")
+    p.add_argument("--keep", type=int, default=5,
+                   help="prefixes listed in the state file (Saver's max_to_keep)")
+    p.add_argument("--rotate", action="store_true",
+                   help="delete prefixes that fall off the list, as TF does")
+    p.add_argument("--sharded", action="store_true",
+                   help="write each save through model.ckpt-N_temp/, as the sharded saver does")
+    p.add_argument("--help-reps", type=int, help="--help runs per tool (5; quick 3)")
+    p.add_argument("--seed", type=int, default=None, help="random seed for the jitter")
+    args = p.parse_args(argv)
+    q = args.quick
+    defaults = {"saves": (300, 60), "slow_saves": (40, 6), "burst": (1000, 500),
+                "idle_seconds": (30.0, 5.0), "idle_checkpoints": (10_000, 1000),
+                "idle_files": (1_000_000, 20_000), "help_reps": (5, 3)}
+    for k, (full, quick) in defaults.items():
+        if getattr(args, k) is None:
+            setattr(args, k, quick if q else full)
+    args.idle_checkpoints = max(5, args.idle_checkpoints)
+    args.phases = {x.strip() for x in args.phases.split(",")}
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    random.seed(args.seed)
+    t_start = time.monotonic()
+    tools = all_tools(args)
+    workroot = Path(args.workdir)
+    run_dir = workroot / f"run-{os.getpid()}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    order = [t.name for t in tools]
+
+    log("checking tools ...")
+    ready_tools = []
+    for t in tools:
+        reason = t.unavailable()
+        results[t.name] = {"title": t.title, "available": reason is None}
+        if reason:
+            results[t.name]["reason"] = reason
+            log(f"  {t.name}: skipped: {reason}")
+        else:
+            ready_tools.append(t)
+            log(f"  {t.name}: ok")
+
+    if "help" in args.phases:
+        log("--help times ...")
+        for t in ready_tools:
+            results[t.name].update(phase_help(t, args.help_reps))
+
+    if "main" in args.phases:
+        for t in ready_tools:
+            log(f"ready / latency / burst: {t.name} ...")
+            t0 = time.monotonic()
+            results[t.name].update(run_main_phases(t, run_dir / t.name, args))
+            r = results[t.name]
+            lat = r.get("latency_ms", {})
+            log(f"  {t.name}: ready {fmt(r.get('ready_ms'))} ms, p50 {fmt(lat.get('p50'), 2)} ms,"
+                f" burst {r.get('burst_delivered')}/{args.burst} "
+                f"({time.monotonic() - t0:.1f} s)")
+
+    if "idle" in args.phases and ready_tools:
+        sub = args.files_subdir
+        idle_dir = workroot / (f"idle-{args.idle_checkpoints}-{args.idle_files}"
+                               + (f"-{sub}" if sub else ""))
+        log(f"idle directory {idle_dir} ...")
+        scenario.build_idle_dir(idle_dir, args.idle_checkpoints, args.idle_files, sub,
+                                log=log)
+        for t in ready_tools:
+            log(f"idle {args.idle_seconds:.0f} s: {t.name} ...")
+            results[t.name].update(run_idle_phase(t, idle_dir, run_dir / t.name, args))
+            r = results[t.name]
+            log(f"  {t.name}: CPU {fmt(r.get('idle_cpu_pct'), 3)} %, "
+                f"RSS {fmt(r.get('idle_rss_mib'))} MiB")
+
+    out = {
+        "meta": {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "host": platform.node(), "cpus": os.cpu_count(),
+            "kernel": platform.release(), "python": sys.version.split()[0],
+            "duration_s": round(time.monotonic() - t_start, 1),
+            "args": {k: (sorted(v) if isinstance(v, set) else v) for k, v in vars(args).items()},
+            "commit": "os.replace(checkpoint.tmp<hex>, checkpoint); time.time_ns() after it",
+            "latency": "listener's $EPOCHREALTIME minus commit time",
+        },
+        "order": order,
+        "tools": results,
+    }
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    if not args.keep_work:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    print(table(results, order))
+    print(f"\n{len(ready_tools)} of {len(tools)} tools available, run in "
+          f"{time.monotonic() - t_start:.0f} s; JSON: {out_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
