@@ -207,6 +207,7 @@ class Session:
         self._once_rechecks = 0
         self._problems_seen: set[str] = set()
         self._said_undecided = False
+        self._said_unclaimed = False
         ignore = frozenset(
             os.path.basename(path)
             for path in (self.config.state_path, self.config.stop_path)
@@ -405,6 +406,7 @@ class Session:
             if not self._said_undecided and self.layout is None:
                 self._said_undecided = True
                 emit("info", "no checkpoint seen yet: the layout is decided when the first save appears")
+            self._say_unclaimed()
             return self.layout
         name, why = found[0]
         if self.layout is None or self.layout.name != name:
@@ -414,6 +416,18 @@ class Session:
                 emit("info", f"DIR also looks like: {others}. {name} comes first; pass --layout NAME to choose",
                      logging.WARNING, candidates=[n for n, _ in found])
         return self.layout
+
+    def _say_unclaimed(self) -> None:
+        """Files that look like checkpoints but that no layout is sure of (a lone ``last.pt``)."""
+        if self.layout is not None or self._said_unclaimed:
+            return
+        for name in ("torch", "lightning", "keras"):
+            files = sorted(self.index.view(layouts.layout_class(name)).files)
+            if files:
+                self._said_unclaimed = True
+                emit("info", f"{files[0]} looks like a checkpoint, but auto-detection is not sure of it "
+                     f"(no step in its name): pass --layout {name}, or --layout 'glob:PATTERN'", logging.WARNING)
+                return
 
     def _use_layout(self, name: str, why: str, *, fixed: bool) -> None:
         self.layout = layouts.create(name, self.dir)

@@ -98,3 +98,13 @@ def test_layouts_command_lists_each_layout():
     from ckptwatch.layouts import REGISTRY
 
     assert out.count("commits:") == len(REGISTRY)
+
+
+def test_a_lone_last_pt_is_named_with_the_flag_to_pass(tmp_path, ckpt, env):
+    import samplefiles
+
+    (ckpt / "last.pt").write_bytes(samplefiles.torch_zip({"step": 5}))
+    result = run_cli("run", str(ckpt), "--once", "--log-format", "json", env=env, cwd=tmp_path)
+    assert result.returncode == 0
+    [hint] = [r["msg"] for r in json_log(result.stderr) if "looks like a checkpoint" in r["msg"]]
+    assert "last.pt" in hint and "--layout torch" in hint
