@@ -160,12 +160,17 @@ def _wait(proc: subprocess.Popen[bytes], deadline: float | None, cancel: threadi
 
 
 class _LineReader:
-    """Splits a non-blocking pipe into lines; remembers the last non-empty one."""
+    """Splits a non-blocking pipe into lines; remembers the last non-empty one.
+
+    A line longer than ``MAX_LINE`` is logged once, cut, and the rest of it
+    dropped: a listener that floods cannot eat the watcher's memory or log.
+    """
 
     def __init__(self, fd: int, on_line: Callable[[str], None]) -> None:
         self._fd = fd
         self._on_line = on_line
         self._partial = b""
+        self._cutting = False
         self.last_line = ""
         os.set_blocking(fd, False)
 
@@ -181,11 +186,18 @@ class _LineReader:
             return 0
         if not chunk:
             return None
+        if self._cutting:  # the rest of a line already cut: drop it up to its newline
+            end = chunk.find(b"\n")
+            if end < 0:
+                return len(chunk)
+            self._cutting = False
+            chunk = chunk[end + 1 :]
         lines = (self._partial + chunk).split(b"\n")
         self._partial = lines.pop()
         if len(self._partial) > MAX_LINE:
             lines.append(self._partial[:MAX_LINE] + b" [cut]")
             self._partial = b""
+            self._cutting = True
         for line in lines:
             self._line(line)
         return len(chunk)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -212,3 +213,49 @@ def test_timeout_kills_a_child_that_left_the_group_with_setsid(ckpt, tmp_path, e
     assert os.getsid(escaped) == escaped if alive(escaped) else True  # it did leave the group
     assert not alive(escaped), "a setsid'ed child of a timed-out listener survived"
     assert any("process(es) below it" in r["msg"] for r in json_log(result.stderr))
+
+
+def test_a_listener_that_floods_output_or_closes_stdin_early(ckpt, tmp_path, env, records_path):
+    """Steps: one listener writes 4 MiB with no newline and 50,000 short lines; another closes
+    its stdin at once without reading it; a third records.
+    Result: all three finish; the flood is logged in lines cut at a bound; nothing fails."""
+    dcp_save(ckpt, "step-1")
+    listeners = tmp_path / "l"
+    listeners.mkdir()
+    flood = listeners / "10-flood"
+    flood.write_text("#!/bin/sh\n# ckptwatch: events=after_save\n"
+                     "head -c 4194304 /dev/zero | tr '\\0' x\necho\nseq 1 50000\n")
+    flood.chmod(0o755)
+    closer = listeners / "20-close-stdin"
+    closer.write_text("#!/bin/sh\n# ckptwatch: events=after_save\nexec 0<&-\necho closed\n")
+    closer.chmod(0o755)
+    write_listener(listeners, "30-rec", events="after_save")
+    result = once(ckpt, tmp_path, env, "-l", str(listeners))
+    assert result.returncode == 0, result.stderr[-2000:]
+    log = json_log(result.stderr)
+    outcomes = {(r["listener"], r["outcome"]) for r in log if r.get("kind") == "run"}
+    assert outcomes == {("10-flood", "done"), ("20-close-stdin", "done"), ("30-rec", "done")}
+    flood_lines = [r["msg"] for r in log if r.get("kind") == "output" and r["listener"] == "10-flood"]
+    assert len(flood_lines) == 1 + 50000
+    assert flood_lines[0].endswith("[cut]") and len(flood_lines[0]) < 20000
+    assert summary(read_records(records_path)) == [("after_save", 1)]
+
+
+def test_a_slow_listener_holds_back_only_itself(ckpt, tmp_path, watch, records_path):
+    """Steps: a listener that takes 1.5 s per save and a fast one; five saves, one by one.
+    Result: the fast listener has run for every save while the slow one is still on its
+    first ones (saves keep being observed); the slow one then gets all five, in order."""
+    listeners = tmp_path / "l"
+    write_listener(listeners, "10-slow", events="after_save", before="time.sleep(1.5)")
+    write_listener(listeners, "20-fast", events="after_save")
+    w = watch(str(ckpt), "-l", str(listeners))
+    w.wait_ready()
+    for step in range(1, 6):
+        dcp_save(ckpt, f"step-{step}")
+        w.wait_run("20-fast", "after_save", step)
+    slow_done = [s for _, s in summary(read_records(records_path), "10-slow")]
+    assert len(slow_done) < 5, "the fast listener waited for the slow one"
+    w.wait_run("10-slow", "after_save", 5, timeout=60)
+    w.send(signal.SIGTERM)
+    assert w.wait_exit() == 0
+    assert summary(read_records(records_path), "10-slow") == [("after_save", s) for s in range(1, 6)]
