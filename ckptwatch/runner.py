@@ -195,7 +195,7 @@ class _LineReader:
         lines = (self._partial + chunk).split(b"\n")
         self._partial = lines.pop()
         if len(self._partial) > MAX_LINE:
-            lines.append(self._partial[:MAX_LINE] + b" [cut]")
+            lines.append(self._partial)  # cut by _line
             self._partial = b""
             self._cutting = True
         for line in lines:
@@ -211,7 +211,9 @@ class _LineReader:
             self._partial = b""
 
     def _line(self, raw: bytes) -> None:
-        text = raw[:MAX_LINE].decode("utf-8", "replace").rstrip("\r")
+        if len(raw) > MAX_LINE:
+            raw = raw[:MAX_LINE] + b" [cut]"
+        text = raw.decode("utf-8", "replace").rstrip("\r")
         if text.strip():
             self.last_line = text.strip()
         self._on_line(text)
