@@ -38,7 +38,8 @@ class _View:
         self.layout = layout
         self.dirs: set[str] = set()
         self.files: set[str] = set()
-        self.snapshot: Listing | None = None
+        self.frozen: tuple[frozenset[str], frozenset[str]] | None = None
+        self.changed: set[str] | None = None  # None: anything may have changed
 
     def put(self, name: str, is_dir: bool | None) -> None:
         """Record ``name`` as a dir, a file, or gone (None)."""
@@ -46,7 +47,11 @@ class _View:
         self.files.discard(name)
         if is_dir is not None and self.layout.interesting(name, is_dir):
             (self.dirs if is_dir else self.files).add(name)
-        self.snapshot = None
+        self.frozen = None
+
+    def touch(self, name: str) -> None:
+        if self.changed is not None:
+            self.changed.add(name)
 
 
 class DirIndex:
@@ -79,9 +84,16 @@ class DirIndex:
             view = self._views[layout] = _View(layout)
             for name, is_dir in self._entries.items():
                 view.put(name, is_dir)
-        if view.snapshot is None:
-            view.snapshot = Listing(self.root, frozenset(view.dirs), frozenset(view.files))
-        return view.snapshot
+        if view.frozen is None:
+            view.frozen = (frozenset(view.dirs), frozenset(view.files))
+        changed = None if view.changed is None else frozenset(view.changed)
+        view.changed = set()  # the layout looks now: what changes next is news
+        return Listing(self.root, *view.frozen, changed=changed)
+
+    def everything_changed(self) -> None:
+        """The next look of every layout is at everything (a poll tick, the safety timer)."""
+        for view in self._views.values():
+            view.changed = None
 
     def relist(self, *, only_if_changed: bool = False) -> bool:
         """List DIR whole; with ``only_if_changed``, skip when its mtime says nothing moved.
@@ -113,6 +125,7 @@ class DirIndex:
         for view in self._views.values():
             for name in changed:
                 view.put(name, entries.get(name))
+            view.changed = None
         self._listed_mtime = st.st_mtime_ns
         self._listed_at = started
         self.full_listings += 1
@@ -129,6 +142,8 @@ class DirIndex:
                 is_dir = None  # gone (or unreadable: the next full listing decides)
             if is_dir is not None and not self._keep(name, is_dir):
                 is_dir = None
+            for view in self._views.values():
+                view.touch(name)  # even when its kind stays: something in it changed
             if self._entries.get(name) is is_dir:
                 continue
             if is_dir is None:

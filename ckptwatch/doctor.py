@@ -127,9 +127,9 @@ def examine(directory: str, layout: str = "auto", state_dir: str | None = None, 
 
 
 def _describe(report: Report, layout: Layout, observation: Observation, listing: Listing) -> None:
-    for checkpoint in observation.committed:
+    for checkpoint in sorted(observation.committed, key=lambda c: (c.step, c.path)):
         report.committed.append({"step": checkpoint.step, "path": checkpoint.path, "marker": checkpoint.marker})
-    for save in observation.in_progress:
+    for save in sorted(observation.in_progress, key=lambda s: (s.step, s.path)):
         age = _age(layout.join(save.path), listing)
         report.in_progress.append({"step": save.step, "path": save.path, "age_s": round(age, 1)})
         if age > STALE_AFTER:

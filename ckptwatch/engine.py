@@ -298,12 +298,14 @@ class Session:
             try:
                 if everything or reason:
                     self.index.relist()
-                elif not woken and self.watcher is None:
-                    # A poll tick. A network file system may cache DIR's mtime:
-                    # there, list it whole. (With native notifications, the timer
-                    # only re-reads markers: inotify reports its losses as an
-                    # overflow, which lists DIR again.)
-                    self.index.relist(only_if_changed=self.trust_mtime)
+                elif not woken:
+                    # A poll tick, or the safety timer: look at every marker again. A
+                    # poll also lists DIR (whole on a network file system, which may
+                    # cache its mtime); with native notifications it need not: inotify
+                    # reports its losses as an overflow, which lists DIR again.
+                    if self.watcher is None:
+                        self.index.relist(only_if_changed=self.trust_mtime)
+                    self.index.everything_changed()
                 elif hints:
                     self.index.refresh(hints)
                 self.scan()

@@ -73,12 +73,12 @@ class Tracker:
         if not self._begun or self._ended:
             raise TrackerError("observe() belongs between begin and end")
         events: list[Event] = []
-        committed_keys: set[tuple[str, int]] = set()
-        for checkpoint in sorted(observation.committed, key=lambda c: (c.step, c.path)):
-            committed_keys.add((checkpoint.path, checkpoint.step))
-            if checkpoint.identity in self._delivered:
-                continue
+        new = [c for c in observation.committed if c.identity not in self._delivered]
+        for checkpoint in sorted(new, key=lambda c: (c.step, c.path)):
             events.extend(self._commit(checkpoint))
+        if not observation.in_progress:
+            return events
+        committed_keys = {(c.path, c.step) for c in observation.committed}
         for save in sorted(observation.in_progress, key=lambda s: (s.step, s.path)):
             key = (save.path, save.step)
             if key in self._announced or key in committed_keys or key in self._committed_names:

@@ -178,3 +178,21 @@ def test_pin_copies_where_hard_links_are_refused(ckpt, tmp_path, env, records_pa
         assert any("hard links refused" in r["msg"] for r in json_log(result.stderr))
     finally:
         shutil.rmtree(state, ignore_errors=True)
+
+
+def test_a_settled_checkpoint_saved_again_in_place_is_a_new_save(ckpt, tmp_path, watch, records_path):
+    """Steps: checkpoint-5 committed and delivered; later its trainer_state.json is written
+    again in place (a resumed run saving the same step), with no notification for it.
+    Result: a second before_save/after_save 5, found by a full pass (3 poll ticks here)."""
+    write_listener(tmp_path / "l", "rec", events="after_save")
+    w = watch(str(ckpt), "-l", str(tmp_path / "l"), "--layout", "hf", "--poll", "0.2")
+    w.wait_ready()
+    (ckpt / "checkpoint-5").mkdir()
+    (ckpt / "checkpoint-5" / "trainer_state.json").write_text(json.dumps({"global_step": 5}))
+    w.wait_run("rec", "after_save", 5)
+    (ckpt / "checkpoint-5" / "trainer_state.json").write_text(json.dumps({"global_step": 5, "resumed": True}))
+    w.wait_for(lambda r: r.get("kind") == "run" and r.get("event") == "after_save"
+               and len([x for x in w.records if x.get("kind") == "run" and x.get("event") == "after_save"]) == 2)
+    w.send(signal.SIGTERM)
+    assert w.wait_exit() == 0
+    assert summary(read_records(records_path)) == [("after_save", 5), ("after_save", 5)]

@@ -13,6 +13,7 @@ import errno
 import os
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import ClassVar
 
 __all__ = [
@@ -44,6 +45,9 @@ class Listing:
     root: str
     dirs: frozenset[str]
     files: frozenset[str]
+    #: Names hinted since this layout's last look (something in or at them changed);
+    #: None when anything may have changed (a full listing, a poll tick, the safety timer).
+    changed: frozenset[str] | None = None
 
     @classmethod
     def read(cls, root: str, ignore: frozenset[str] = frozenset()) -> Listing:
@@ -82,7 +86,7 @@ class Checkpoint:
     mtime_ns: int
     size: int
 
-    @property
+    @cached_property
     def identity(self) -> str:
         return f"{self.layout}|{self.path}|{self.step}|{self.mtime_ns}|{self.size}"
 
@@ -136,6 +140,8 @@ class Layout:
         """``argument`` is what follows ``NAME:`` in ``--layout`` (validated here; raise ValueError)."""
         self.root = root
         self.argument = argument
+        self._settled_checkpoints: dict[str, Checkpoint] = {}
+        self._full_passes = 0
 
     @classmethod
     def interesting(cls, name: str, is_dir: bool) -> bool:
@@ -154,6 +160,36 @@ class Layout:
     def scan(self, listing: Listing) -> Observation:
         """Read the markers under ``listing`` into an observation."""
         raise NotImplementedError
+
+    #: In passes that look at everything, a settled checkpoint is verified again every Nth pass.
+    settled_every: ClassVar[int] = 3
+
+    def settled(self, name: str, listing: Listing) -> Checkpoint | None:
+        """A checkpoint committed at an earlier look that need not be read again now.
+
+        Reused when nothing hinted at ``name`` since; in a pass that looks at
+        everything (poll tick, safety timer), verified again every
+        ``settled_every``-th pass, so a re-save in place is still found.
+        """
+        known = self._settled_checkpoints.get(name)
+        if known is None:
+            return None
+        if listing.changed is None:
+            return known if self._full_passes % self.settled_every else None
+        return None if name in listing.changed else known
+
+    def remember(self, name: str, checkpoint: Checkpoint | None) -> None:
+        if checkpoint is None:
+            self._settled_checkpoints.pop(name, None)
+        else:
+            self._settled_checkpoints[name] = checkpoint
+
+    def begin_scan(self, listing: Listing) -> None:
+        """Call first in ``scan``: counts full passes, forgets entries that are gone."""
+        if listing.changed is None:
+            self._full_passes += 1
+        for gone in [n for n in self._settled_checkpoints if n not in listing.dirs and n not in listing.files]:
+            del self._settled_checkpoints[gone]
 
     def diagnose(self) -> list[str]:
         """Suspicious things only a closer look finds (for ``ckptwatch doctor``); default none."""

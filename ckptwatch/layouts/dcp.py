@@ -47,9 +47,14 @@ class DCPLayout(Layout):
 
     def scan(self, listing: Listing) -> Observation:
         obs = Observation()
-        for name in sorted(listing.dirs):
+        self.begin_scan(listing)
+        for name in listing.dirs:
             step = trailing_step(name)
             if step is None:
+                continue
+            known = self.settled(name, listing)
+            if known is not None:
+                obs.committed.append(known)
                 continue
             marker = f"{name}/{METADATA}"
             st = self.stat(marker)
@@ -57,9 +62,11 @@ class DCPLayout(Layout):
                 obs.problems.append(f"{marker} is not a regular file (a symbolic link?); not a commit")
                 st = None
             if st is None or st.st_size == 0:
+                self.remember(name, None)
                 obs.in_progress.append(SaveInProgress(step, name))
                 obs.watch.append(name)
             else:
-                obs.committed.append(Checkpoint(self.name, step, name, marker, st.st_mtime_ns, st.st_size))
-        obs.committed.sort(key=lambda c: c.step)
+                checkpoint = Checkpoint(self.name, step, name, marker, st.st_mtime_ns, st.st_size)
+                self.remember(name, checkpoint)
+                obs.committed.append(checkpoint)
         return obs

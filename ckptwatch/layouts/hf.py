@@ -50,7 +50,8 @@ class HFLayout(Layout):
 
     def scan(self, listing: Listing) -> Observation:
         obs = Observation()
-        for name in sorted(listing.dirs):
+        self.begin_scan(listing)
+        for name in listing.dirs:
             tmp = _TMP_DIR.match(name)
             if tmp:
                 obs.in_progress.append(SaveInProgress(int(tmp.group(1)), name))
@@ -59,14 +60,16 @@ class HFLayout(Layout):
             if not match:
                 continue
             step = int(match.group(1))
-            checkpoint = self._committed(name, step, obs.problems)
+            checkpoint = self.settled(name, listing)
+            if checkpoint is None:
+                checkpoint = self._committed(name, step, obs.problems)
+                self.remember(name, checkpoint)
             if checkpoint is None:
                 obs.in_progress.append(SaveInProgress(step, name))
                 obs.watch.append(name)
             else:
                 obs.committed.append(checkpoint)
-        obs.committed.sort(key=lambda c: c.step)
-        live = set(listing.dirs)
+        live = listing.dirs
         for gone in [name for name in self._parsed if name not in live]:
             del self._parsed[gone]
         return obs

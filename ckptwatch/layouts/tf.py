@@ -94,12 +94,12 @@ class TFLayout(Layout):
 
     def scan(self, listing: Listing) -> Observation:
         obs = Observation()
-        for name in sorted(listing.dirs):
+        for name in listing.dirs:
             match = _TEMP_DIR.match(name)
             if match:
                 obs.in_progress.append(SaveInProgress(int(match.group(2)), match.group(1)))
-        for name in sorted(listing.files):
-            match = _TEMP_FILE.match(name)
+        for name in listing.files:
+            match = _TEMP_FILE.match(name) if ".tempstate" in name else None
             if match:
                 obs.in_progress.append(SaveInProgress(int(match.group(2)), match.group(1)))
         obs.in_progress = _unique(obs.in_progress)
