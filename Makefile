@@ -19,7 +19,7 @@ demo: $(VENV)/.installed
 	rm -rf $(DEMO_DIR)
 	STOP_AT_STEP=100 $(VENV)/bin/ckptwatch run $(DEMO_DIR) -l listeners.d -- $(PY) examples/train.py $(DEMO_DIR)
 
-# The frameworks for tests/interop (TF, Keras, torch, Transformers, Lightning, Orbax) in their
+# The frameworks for tests/interop (TF, Keras, torch, Transformers, Lightning, Orbax, DeepSpeed) in their
 # own venv; rebuilt only when tests/interop/requirements.txt changed.
 interop-venv:
 	INTEROP_VENV=$(INTEROP_VENV) tests/interop/setup.sh

@@ -33,7 +33,7 @@ ALLOWLIST = HERE / "allowed-skips.txt"
 DEFAULT_PYTHON = REPO / ".venv-interop" / "bin" / "python"
 LOADER_START_TIMEOUT = 300.0  # a cold first import of TF + torch + jax on a loaded 2-core machine
 # Everything the session's interop tests load; imported once by the warm loader.
-FRAMEWORKS = ("tf1", "tf2", "keras", "torch", "dcp", "hf", "lightning", "orbax")
+FRAMEWORKS = ("tf1", "tf2", "keras", "torch", "dcp", "hf", "lightning", "orbax", "deepspeed")
 # Keras hidden units (writers/loaders.py keras_model): the loader builds the same model as the writer.
 KERAS_UNITS = "1024"
 

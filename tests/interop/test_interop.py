@@ -128,6 +128,9 @@ CASES = {
                                            args=("--mb", "16"), tmpdir_elsewhere=True),
     # Orbax CheckpointManager(max_to_keep=2): <step>.orbax-checkpoint-tmp renamed to <step>
     "orbax_manager": Case("orbax_manager", "orbax", "orbax", saves=4, rotates=True),
+    # DeepSpeed engine.save_checkpoint (CPU, gloo, one process, ZeRO 0, SGD): global_stepN/ filled, then
+    # `latest` rewritten in place to name it; 8 MiB model states per save
+    "deepspeed_save_checkpoint": Case("deepspeed_ckpt", "deepspeed", "deepspeed", saves=4, args=("--mb", "8")),
     # the listener runs `python loaders.py dcp PATH` itself (the cold path, 2-5 s a load)
     "torch_dcp_cold_loader_cli": Case("torch_dcp", "dcp", "dcp", saves=3, warm=False),
 }

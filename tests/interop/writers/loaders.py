@@ -3,7 +3,7 @@
     python loaders.py <framework> <path>     (or: python -m loaders ... from this dir)
 
 exits 0 when the load worked, or prints one line to stderr and exits 1.
-Frameworks: tf1, tf2, keras, torch, dcp, hf, lightning, orbax (the writer
+Frameworks: tf1, tf2, keras, torch, dcp, hf, lightning, orbax, deepspeed (the writer
 names tf1_saver, torch_save, ... are accepted too). Each load_<name>(path)
 returns what it loaded and raises if the checkpoint cannot be read.
 """
@@ -131,6 +131,26 @@ def load_lightning(path):
     return ckpt
 
 
+def load_deepspeed(path):
+    """A DeepSpeed tag dir DIR/global_stepN (ZeRO 0-2): torch.load its mp_rank_00_model_states.pt, as
+    DeepSpeed's own TorchCheckpointEngine.load does (but weights_only=True); global_steps == N; the
+    weights load (strict) into the writer's Linear(8, 4)."""
+    import torch
+
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"no directory {path}")
+    step = int(os.path.basename(os.path.normpath(path))[len("global_step"):])
+    states = torch.load(os.path.join(path, "mp_rank_00_model_states.pt"), map_location="cpu", weights_only=True)
+    if states.get("global_steps") != step:
+        raise ValueError(f"global_steps {states.get('global_steps')} != {step}")
+    if states.get("optimizer") is None:
+        raise ValueError(f"{path}: no optimizer state")
+    module = states["module"]
+    linear = torch.nn.Linear(8, 4)
+    linear.load_state_dict({k.split(".", 1)[1]: v for k, v in module.items() if k.startswith("linear.")})
+    return states
+
+
 def load_orbax(path):
     """An Orbax step dir DIR/N: restore step N with a read-only manager of DIR."""
     import logging
@@ -166,6 +186,7 @@ LOADERS = {
     "hf": load_hf, "hf_trainer": load_hf,
     "lightning": load_lightning, "lightning_ckpt": load_lightning,
     "orbax": load_orbax, "orbax_manager": load_orbax,
+    "deepspeed": load_deepspeed, "deepspeed_ckpt": load_deepspeed,
 }
 
 

@@ -8,7 +8,7 @@ request per connection, one at a time: the client sends a JSON line
 `{"framework": ..., "path": ...}` (`{"quit": true}` ends it), the reply is a
 JSON line `{"ok": bool, "error": str|null, "step": int|null, "ms": float}`
 where `step` is the step the checkpoint's own content holds, when the format has one (torch dict "step", Lightning
-"global_step", DCP "step", TF/HF: checked against the name by loaders.py).
+"global_step", DCP "step", DeepSpeed "global_steps", TF/HF: checked against the name by loaders.py).
 
 Why: a cold `python loaders.py` spends 2-10 s importing the framework before it
 opens the checkpoint, so a listener would read it seconds after `after_save`
@@ -32,6 +32,8 @@ def content_step(framework, obj):
             step = obj.get("step") if isinstance(obj, dict) else None
         elif framework in ("lightning", "lightning_ckpt"):
             step = obj.get("global_step")
+        elif framework in ("deepspeed", "deepspeed_ckpt"):
+            step = obj.get("global_steps")
         else:
             return None
         return None if step is None else int(step)
