@@ -205,6 +205,8 @@ class Session:
         self.start_pending = self.config.start_from != "all"
         self.recheck_at: float | None = None
         self._once_rechecks = 0
+        #: What the session did, logged at its end: a commit should cost few scans and no waits.
+        self.stats = {"scans": 0, "commits": 0, "recheck_waits": 0}
         self._problems_seen: set[str] = set()
         self._said_undecided = False
         self._said_unclaimed = False
@@ -293,6 +295,8 @@ class Session:
         waker.hint_everything()  # the first scan, at once, of everything
         while True:
             woken = waker.wait(self._wait_timeout())
+            if not woken and self.recheck_at is not None and time.monotonic() >= self.recheck_at:
+                self.stats["recheck_waits"] += 1
             everything, hints = waker.take()
             reason = self.should_exit()
             try:
@@ -349,6 +353,7 @@ class Session:
 
     def scan(self) -> None:
         """Turn what the index says of DIR into events, and narrow the watches."""
+        self.stats["scans"] += 1
         layout = self._current_layout()
         if layout is None:
             self.start_pending = False  # nothing recognisable was there at the start
@@ -365,6 +370,7 @@ class Session:
         previous = self.tracker.last.step if self.tracker.last else None
         for event in self.tracker.observe(observation):
             if event.name == "after_save":
+                self.stats["commits"] += 1
                 self.last_commit = time.monotonic()
                 if previous is not None and event.step is not None and event.step < previous:
                     emit("info", f"step {event.step} is lower than step {previous} seen before: "
@@ -475,7 +481,8 @@ class Session:
         dispatcher.close()
         self.journal.close()
         engine.failures += dispatcher.failures
-        emit("info", f"session {self.run_id} ended ({reason})", reason=reason)
+        stats = {**self.stats, "full_listings": self.index.full_listings}
+        emit("info", f"session {self.run_id} ended ({reason})", reason=reason, **stats)
 
 
 def _remove_torn_stop_files(stop_file: str) -> None:

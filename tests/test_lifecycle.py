@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import alive, json_log, read_records, run_cli, summary, write_listener
+from tracereplay import replay
 from test_protocol import dcp_save
 
 
@@ -265,3 +266,22 @@ def test_a_cut_off_run_with_no_group_journaled_is_found_and_killed_before_its_re
     assert any("killed what was left" in r["msg"] for r in second.records)
     [record] = read_records(records_path)
     assert (record["stdin"]["attempt"], record["stdin"]["retry"]) == (2, True)
+
+
+@pytest.mark.parametrize("trace", ["torch_dcp", "tf2_manager", "hf_trainer"])
+def test_a_commit_costs_a_few_scans_and_no_waits(trace, ckpt, tmp_path, watch, records_path):
+    """Steps: replay a framework's saves under a live watcher with native notifications.
+    Result: the session's own counters: DIR listed whole once (at the start), at most a few
+    scans per commit (one per notification batch), and no scan that waited for a timer
+    (no sleep, no debounce, no settle on the commit path of these layouts)."""
+    write_listener(tmp_path / "l", "rec", events="after_save")
+    w = watch(str(ckpt), "-l", str(tmp_path / "l"))
+    w.wait_ready()
+    saves = replay(trace, ckpt, lambda s: w.wait_run("rec", "after_save", s.step))
+    w.send(signal.SIGTERM)
+    assert w.wait_exit() == 0
+    stats = w.wait_for(lambda r: r["msg"].startswith("session") and "ended" in r["msg"])
+    assert stats["commits"] == len(saves)
+    assert stats["full_listings"] == 2  # the start, and the last look at SIGTERM
+    assert stats["recheck_waits"] == 0
+    assert stats["scans"] <= 12 * len(saves), stats
