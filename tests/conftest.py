@@ -68,6 +68,14 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def expected_stream(steps: list[int]) -> list[tuple[str, int | None]]:
+    """The event stream the guarantees promise for saves at these steps, one after another."""
+    stream: list[tuple[str, int | None]] = [("begin", None)]
+    for step in steps:
+        stream += [("before_save", step), ("after_save", step)]
+    return stream + [("end", steps[-1] if steps else None)]
+
+
 def summary(records: list[dict[str, Any]], name: str | None = None) -> list[tuple[str, int | None]]:
     """``(event, step)`` per record, in order, for one listener (or all)."""
     return [(r["argv"][0], r["stdin"]["step"]) for r in records if name is None or r["name"] == name]

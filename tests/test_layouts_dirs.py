@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import json_log, read_records, run_cli, summary, write_listener
+from conftest import expected_stream, json_log, read_records, run_cli, summary, write_listener
 from dirwriters import DeepSpeed, MarkerConvention, Megatron, NeMo, Ray
 from tracereplay import Saved, replay
 
@@ -28,13 +28,6 @@ WRITERS = {
     "marker": (lambda d: MarkerConvention(d, keep=2), "marker:DONE"),
 }
 STEPS = [10, 20, 30, 40, 50]
-
-
-def expected_stream(steps: list[int]) -> list[tuple[str, int | None]]:
-    stream: list[tuple[str, int | None]] = [("begin", None)]
-    for step in steps:
-        stream += [("before_save", step), ("after_save", step)]
-    return stream + [("end", steps[-1] if steps else None)]
 
 
 def once(ckpt: Path, tmp_path: Path, env: dict[str, str], *args: str):

@@ -17,15 +17,8 @@ from pathlib import Path
 
 import pytest
 import samplefiles
-from conftest import json_log, read_records, run_cli, summary, write_listener
+from conftest import expected_stream, json_log, read_records, run_cli, summary, write_listener
 from tracereplay import Replayer, Saved, operations, replay
-
-
-def expected_stream(steps: list[int]) -> list[tuple[str, int | None]]:
-    stream: list[tuple[str, int | None]] = [("begin", None)]
-    for step in steps:
-        stream += [("before_save", step), ("after_save", step)]
-    return stream + [("end", steps[-1] if steps else None)]
 
 
 def once(ckpt: Path, tmp_path: Path, env: dict[str, str], *args: str):

@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import json_log, read_records, run_cli, summary, write_listener
+from conftest import expected_stream, json_log, read_records, run_cli, summary, write_listener
 from tracereplay import Saved, replay
 
 # trace name, layout it must be detected as, state paths written by TF1 (absolute, elsewhere)
@@ -18,13 +18,6 @@ TRACES = [
     ("hf_trainer", "hf", None),
     ("torch_dcp", "dcp", None),
 ]
-
-
-def expected_stream(steps: list[int]) -> list[tuple[str, int | None]]:
-    stream: list[tuple[str, int | None]] = [("begin", None)]
-    for step in steps:
-        stream += [("before_save", step), ("after_save", step)]
-    return stream + [("end", steps[-1] if steps else None)]
 
 
 @pytest.mark.parametrize("trace,layout,absolute", TRACES)
