@@ -7,10 +7,11 @@ INTEROP_VENV ?= .venv-interop
 
 .PHONY: demo test interop-venv
 
+# compat: a plain path entry, not an import hook that every start of ckptwatch pays for.
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test]'
+	$(VENV)/bin/pip install --quiet -e '.[test]' --config-settings editable_mode=compat
 	touch $@
 
 # Train a small model that saves every 20 steps; ckptwatch runs listeners.d/ on

@@ -2,21 +2,23 @@
 
 Library code logs to the ``ckptwatch`` logger with a ``kind`` and fields in
 ``extra={"ckw": {...}}`` (see :func:`emit`); only the CLI attaches a handler.
-Rendering happens on a logging thread (a ``QueueListener``), so the engine
+Rendering happens on a logging thread (:class:`RenderThread`), so the engine
 thread only puts a record on a queue: the commit-to-listener path stays light.
+(``logging.handlers`` has the same pair, at the price of importing sockets and
+pickle into every start.)
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import logging.handlers
 import queue
+import threading
 import sys
 import time
 from typing import Any, Literal, TextIO
 
-__all__ = ["LogFormat", "emit", "log", "setup_logging"]
+__all__ = ["LogFormat", "RenderThread", "emit", "log", "setup_logging"]
 
 LogFormat = Literal["auto", "text", "json"]
 log = logging.getLogger("ckptwatch")
@@ -102,7 +104,36 @@ class RichHandler(logging.Handler):
         return f"{clock} {text}"
 
 
-def setup_logging(fmt: LogFormat, stream: TextIO | None = None, verbose: bool = False) -> logging.handlers.QueueListener:
+class _Enqueue(logging.Handler):
+    """Puts each record on a queue, its message already formatted (cheap, on the caller's thread)."""
+
+    def __init__(self, records: queue.SimpleQueue[logging.LogRecord | None]) -> None:
+        super().__init__()
+        self._records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        record.msg, record.args = record.getMessage(), None
+        self._records.put(record)
+
+
+class RenderThread(threading.Thread):
+    """Renders queued records with ``target`` until :meth:`stop`, which drains the queue first."""
+
+    def __init__(self, records: queue.SimpleQueue[logging.LogRecord | None], target: logging.Handler) -> None:
+        super().__init__(name="log", daemon=True)
+        self._records = records
+        self._target = target
+
+    def run(self) -> None:
+        while (record := self._records.get()) is not None:
+            self._target.handle(record)
+
+    def stop(self) -> None:
+        self._records.put(None)
+        self.join()
+
+
+def setup_logging(fmt: LogFormat, stream: TextIO | None = None, verbose: bool = False) -> RenderThread:
     """Attach the one handler, rendered on its own thread; stop the listener at exit."""
     stream = stream or sys.stderr
     if fmt == "auto":
@@ -113,12 +144,12 @@ def setup_logging(fmt: LogFormat, stream: TextIO | None = None, verbose: bool = 
     else:
         target = logging.StreamHandler(stream)
         target.setFormatter(JsonFormatter() if fmt == "json" else PlainFormatter())
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    records: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
     for handler in list(log.handlers):
         log.removeHandler(handler)
-    log.addHandler(logging.handlers.QueueHandler(records))
+    log.addHandler(_Enqueue(records))
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False
-    listener = logging.handlers.QueueListener(records, target)
-    listener.start()
-    return listener
+    thread = RenderThread(records, target)
+    thread.start()
+    return thread

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import shutil
 import signal
 import threading
@@ -196,7 +195,7 @@ class Session:
         self.engine = engine
         self.config = engine.config
         self.dir = engine.dir
-        self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+        self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + os.urandom(3).hex()
         self.layout: Layout | None = None
         self.layout_fixed = False
         self.watcher: InotifyWatcher | ObserverWatcher | None = None
