@@ -196,3 +196,29 @@ def test_a_settled_checkpoint_saved_again_in_place_is_a_new_save(ckpt, tmp_path,
     w.send(signal.SIGTERM)
     assert w.wait_exit() == 0
     assert summary(read_records(records_path)) == [("after_save", 5), ("after_save", 5)]
+
+
+def test_tf_burst_beyond_max_to_keep_delivers_every_save(ckpt, tmp_path, watch, records_path):
+    """Steps: 600 TensorFlow saves as fast as the disk takes them, the state file listing only
+    the newest 2 (max_to_keep=2, files kept), under a live watcher.
+    Result: every save delivered once, in step order: saves the state file dropped between two
+    looks are found by their .index, even when its notification is still on the way."""
+    recorder = tmp_path / "l" / "rec"
+    recorder.parent.mkdir()
+    recorder.write_text('#!/bin/sh\n# ckptwatch: events=after_save\necho "$CKPTWATCH_STEP" >> "$RECORD_FILE"\n')
+    recorder.chmod(0o755)
+    w = watch(str(ckpt), "--layout", "tf", "-l", str(recorder.parent))
+    w.wait_ready()
+    for step in range(1, 601):
+        prefix = ckpt / f"model.ckpt-{step}"
+        (ckpt / f"{prefix.name}.data-00000-of-00001").write_bytes(b"d")
+        (ckpt / f"{prefix.name}.index").write_bytes(b"i")
+        kept = "".join(f'all_model_checkpoint_paths: "model.ckpt-{s}"\n' for s in (step - 1, step) if s > 0)
+        (ckpt / "checkpoint.tmp").write_text(f'model_checkpoint_path: "model.ckpt-{step}"\n{kept}')
+        os.replace(ckpt / "checkpoint.tmp", ckpt / "checkpoint")
+    w.wait_run("rec", "after_save", 600, timeout=120)
+    w.send(signal.SIGTERM)
+    assert w.wait_exit() == 0
+    steps = [int(line) for line in records_path.read_text().split()]
+    assert sorted(steps) == list(range(1, 601)), sorted(set(range(1, 601)) - set(steps))
+    assert steps == list(range(1, 601))

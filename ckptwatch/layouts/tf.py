@@ -76,6 +76,7 @@ class TFLayout(Layout):
         self._real_root = os.path.realpath(root)
         # Per prefix base ("model.ckpt"): the newest step the state file named at an earlier look.
         self._newest_listed: dict[str, int] = {}
+        self._seen_without_state = False
 
     @classmethod
     def interesting(cls, name: str, is_dir: bool) -> bool:
@@ -103,7 +104,9 @@ class TFLayout(Layout):
             if match:
                 obs.in_progress.append(SaveInProgress(int(match.group(2)), match.group(1)))
         obs.in_progress = _unique(obs.in_progress)
-        if STATE_FILE in listing.files:
+        if STATE_FILE not in listing.files:
+            self._seen_without_state = True
+        else:
             obs.committed = self._committed(obs.problems)
             obs.committed += self._between_looks(listing, obs)
             obs.committed.sort(key=lambda c: c.step)
@@ -128,23 +131,25 @@ class TFLayout(Layout):
         starting = {save.path for save in obs.in_progress}
         found = []
         for base, step in newest.items():
-            before = self._newest_listed.get(base)
-            self._newest_listed[base] = max(step, before if before is not None else step)
+            # A first look at a state file fills nothing (older prefixes may be another
+            # run's), unless this session saw DIR without one: then all came since.
+            before = self._newest_listed.get(base, -1 if self._seen_without_state else None)
+            self._newest_listed[base] = step if before is None else max(step, before)
             if before is None or step - before < 2:
                 continue
-            for name in listing.files:
-                if not name.endswith(".index") or not name.startswith(base + "-"):
-                    continue
+            # The index knows only the names whose notifications were handled; the state
+            # file was read just now. A listing taken after that read holds every .index
+            # the state file implies, so the saves it dropped come with it, in step order.
+            for name in self._index_files(base):
                 prefix = name[: -len(".index")]
                 match = _STEP.search(prefix)
-                if not match or prefix in listed or prefix in starting or prefix[: match.start()] != base:
+                if not match or prefix[: match.start()] != base:
                     continue
-                if before < int(match.group(1)) < step:
+                number = int(match.group(1))
+                if before < number < step and prefix not in listed and prefix not in starting:
                     index = self.stat(name)
                     if index is not None:
-                        found.append(
-                            Checkpoint(self.name, int(match.group(1)), prefix, name, index.st_mtime_ns, index.st_size)
-                        )
+                        found.append(Checkpoint(self.name, number, prefix, name, index.st_mtime_ns, index.st_size))
         return found
 
     def diagnose(self) -> list[str]:
@@ -159,6 +164,18 @@ class TFLayout(Layout):
                 found.append(f"'checkpoint' names {named}, whose .index is missing "
                              "(rotated, or the state file is ahead of the disk)")
         return found
+
+    def _index_files(self, base: str) -> list[str]:
+        """``BASE-N.index`` names in DIR now (a listing of DIR: only when a look fell behind)."""
+        head = os.path.basename(base) + "-"
+        folder = os.path.join(self.root, os.path.dirname(base))
+        try:
+            with os.scandir(folder) as entries:
+                names = [e.name for e in entries if e.name.startswith(head) and e.name.endswith(".index")]
+        except OSError:
+            return []
+        prefix = os.path.dirname(base)
+        return [os.path.join(prefix, n) if prefix else n for n in names]
 
     def _committed(self, problems: list[str]) -> list[Checkpoint]:
         data = self.read_marker(STATE_FILE, problems)
