@@ -132,14 +132,18 @@ class Dispatcher:
         """Queue runs an earlier session left unfinished (``retry`` when they had started)."""
         known = {spec.name for spec in self.listeners}
         deliveries: dict[int, Delivery] = {}
-        owed = {queued.id: asked for queued, asked, _ in self.journal.stop_owed()}
+        owed: dict[int, list[str]] = {}
         for queued, asked, finished in self.journal.stop_owed():
             if finished:  # every listener is done: the file is owed now
                 delivery = Delivery(queued.event, queued.id, [], self._write_stop)
-                delivery.stop_requests = [(name, "(asked in an earlier session)") for name in asked]
+                delivery.stop_requests = _asked_earlier(asked)
                 self._write_stop(delivery)
-        waiting = {run.queued.id: [r.listener for r in pending if r.queued.id == run.queued.id and r.listener in known]
-                   for run in pending}
+            else:
+                owed[queued.id] = asked
+        waiting: dict[int, list[str]] = {}
+        for run in pending:
+            if run.listener in known:
+                waiting.setdefault(run.queued.id, []).append(run.listener)
         for run in pending:
             if run.listener not in known:
                 emit("info", f"listener {run.listener} is gone; its unfinished {run.queued.event.name} "
@@ -151,7 +155,7 @@ class Dispatcher:
             if delivery is None:
                 # Counts down over the runs still to do; carries the stop requests already made.
                 delivery = Delivery(run.queued.event, run.queued.id, waiting[run.queued.id], self._write_stop)
-                delivery.stop_requests = [(n, "(asked in an earlier session)") for n in owed.get(run.queued.id, [])]
+                delivery.stop_requests = _asked_earlier(owed.get(run.queued.id, []))
                 deliveries[run.queued.id] = delivery
             self._submit(run.listener, _Job(delivery, run.attempt))
         if pending:
@@ -360,6 +364,11 @@ class Dispatcher:
         self.stop_written = request
         emit("stop", f"stop requested at step {event.step} by {request.listener}: wrote {self.context.stop_file}",
              step=event.step, listeners=names, reason=reason, stop_file=self.context.stop_file)
+
+
+def _asked_earlier(listeners: list[str]) -> list[tuple[str, str]]:
+    """Stop requests journaled by an earlier session (their output is not kept)."""
+    return [(name, "(asked in an earlier session)") for name in listeners]
 
 
 def _kill_leftover(run: PendingRun, key: str) -> None:
