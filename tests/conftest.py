@@ -208,6 +208,11 @@ def run_cli(*args: str, env: dict[str, str], cwd: Path, timeout: float = 60) -> 
     )
 
 
+def run_once(ckpt: Path, tmp_path: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
+    """``ckptwatch run CKPT --once --log-format json EXTRA``, to completion."""
+    return run_cli("run", str(ckpt), "--once", "--log-format", "json", *extra, env=env, cwd=tmp_path)
+
+
 def alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie does not count)."""
     try:

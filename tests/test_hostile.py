@@ -16,14 +16,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import json_log, read_records, run_cli, summary, write_listener
+from conftest import json_log, read_records, run_cli, run_once, summary, write_listener
 from test_protocol import dcp_save
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def once(ckpt: Path, tmp_path: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
-    return run_cli("run", str(ckpt), "--once", "--log-format", "json", *extra, env=env, cwd=tmp_path)
 
 
 def assert_clean(stderr: str) -> list[dict]:
@@ -127,7 +123,7 @@ def test_tf_state_file_naming_paths_outside_dir_delivers_only_what_is_inside(ckp
     escapes = ["../../etc/passwd", "../outside/model.ckpt-5", str(outside / "model.ckpt-7"), "/etc/passwd"]
     (ckpt / "checkpoint").write_bytes(tf_state(*escapes, "model.ckpt-2"))
     write_listener(tmp_path / "l", "rec", events="after_save")
-    result = once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"))
+    result = run_once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"))
     assert result.returncode == 0, result.stderr
     records = assert_clean(result.stderr)
     assert after_saves(records_path) == [(2, str(ckpt / "model.ckpt-2"))]
@@ -157,7 +153,7 @@ def test_hf_trainer_state_that_is_no_commit_is_one_warning_and_others_delivered(
     hf_save(ckpt, 2, bad)
     hf_save(ckpt, 3)
     write_listener(tmp_path / "l", "rec", events="after_save")
-    result = once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"))
+    result = run_once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"))
     assert result.returncode == 0, result.stderr
     records = assert_clean(result.stderr)
     assert after_saves(records_path) == [(1, str(ckpt / "checkpoint-1")), (3, str(ckpt / "checkpoint-3"))]
@@ -170,7 +166,7 @@ def test_hf_trainer_state_with_a_long_log_history_is_still_a_commit(ckpt, tmp_pa
     hf_save(ckpt, 30000, json.dumps({"global_step": 30000, "log_history": history}).encode())
     assert (ckpt / "checkpoint-30000" / "trainer_state.json").stat().st_size > (1 << 20)
     write_listener(tmp_path / "l", "rec", events="after_save")
-    result = once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"))
+    result = run_once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"))
     assert_clean(result.stderr)
     assert after_saves(records_path) == [(30000, str(ckpt / "checkpoint-30000"))]
 
@@ -186,7 +182,7 @@ def test_checkpoint_dir_symlinked_from_outside_is_not_delivered(ckpt, tmp_path, 
     hf_save(ckpt, 1)
     (ckpt / "checkpoint-9").symlink_to(outside / "checkpoint-9", target_is_directory=True)
     write_listener(tmp_path / "l", "rec", events="before_save,after_save")
-    result = once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"))
+    result = run_once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"))
     assert result.returncode == 0, result.stderr
     records = assert_clean(result.stderr)
     assert summary(read_records(records_path)) == [("before_save", 1), ("after_save", 1)]
@@ -202,7 +198,7 @@ def test_symlink_loops_inside_dir_neither_hang_nor_break_the_scan(ckpt, tmp_path
     (ckpt / "step-1" / "up").symlink_to("..")
     dcp_save(ckpt, "step-2")
     write_listener(tmp_path / "l", "rec", events="after_save")
-    result = once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"))
+    result = run_once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"))
     assert result.returncode == 0, result.stderr
     assert_clean(result.stderr)
     assert after_saves(records_path) == [(1, str(ckpt / "step-1")), (2, str(ckpt / "step-2"))]
@@ -220,7 +216,7 @@ def test_dcp_metadata_symlink_is_not_a_commit(target, ckpt, tmp_path, env, recor
     else:
         (bad / ".metadata").symlink_to(tmp_path / "no-such-file")
     write_listener(tmp_path / "l", "rec", events="after_save")
-    result = once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"))
+    result = run_once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"))
     assert result.returncode == 0, result.stderr
     records = assert_clean(result.stderr)
     assert after_saves(records_path) == [(1, str(ckpt / "step-1"))]
@@ -236,7 +232,7 @@ def test_names_with_spaces_newlines_and_non_utf8_bytes_are_delivered_with_exact_
     for name in names:
         dcp_save(ckpt, name)
     write_listener(tmp_path / "l", "rec", events="after_save")
-    result = once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"))
+    result = run_once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"))
     assert result.returncode == 0, result.stderr
     records = assert_clean(result.stderr)
     got = [r for r in read_records(records_path) if r["argv"] == ["after_save"]]
@@ -258,7 +254,7 @@ def test_listener_directory_writable_by_everyone_is_refused(ckpt, tmp_path, env,
     listeners = tmp_path / "l"
     write_listener(listeners, "rec")
     listeners.chmod(0o777)
-    result = once(ckpt, tmp_path, env, "-l", str(listeners))
+    result = run_once(ckpt, tmp_path, env, "-l", str(listeners))
     usage_error(result, "writable by every user", str(listeners))
     assert not records_path.exists(), "nothing may run from a directory anyone can write"
 
@@ -268,7 +264,7 @@ def test_listener_script_writable_by_everyone_is_skipped_with_a_warning(ckpt, tm
     listeners = tmp_path / "l"
     write_listener(listeners, "10-unsafe", events="after_save").chmod(0o757)
     write_listener(listeners, "20-safe", events="after_save")
-    result = once(ckpt, tmp_path, env, "-l", str(listeners))
+    result = run_once(ckpt, tmp_path, env, "-l", str(listeners))
     assert result.returncode == 0, result.stderr
     records = assert_clean(result.stderr)
     assert len(warnings_about(records, "10-unsafe is writable by every user; skipped")) == 1
@@ -290,11 +286,11 @@ BAD_FLAGS = {
 @pytest.mark.parametrize("kind", sorted(BAD_FLAGS))
 def test_out_of_range_flag_is_exit_2_with_one_line(kind, ckpt, tmp_path, env):
     flags, mention = BAD_FLAGS[kind]
-    usage_error(once(ckpt, tmp_path, env, *flags), mention)
+    usage_error(run_once(ckpt, tmp_path, env, *flags), mention)
 
 
 def test_out_of_range_environment_setting_is_exit_2_with_one_line(ckpt, tmp_path, env):
-    usage_error(once(ckpt, tmp_path, {**env, "CKPTWATCH_POLL": "-1"}), "poll")
+    usage_error(run_once(ckpt, tmp_path, {**env, "CKPTWATCH_POLL": "-1"}), "poll")
 
 
 BAD_TOML = {

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import expected_stream, json_log, read_records, run_cli, summary, write_listener
+from conftest import expected_stream, json_log, read_records, run_cli, run_once, summary, write_listener
 from dirwriters import DeepSpeed, MarkerConvention, Megatron, NeMo, Ray
 from tracereplay import Saved, replay
 
@@ -31,8 +31,7 @@ STEPS = [10, 20, 30, 40, 50]
 
 
 def once(ckpt: Path, tmp_path: Path, env: dict[str, str], *args: str):
-    result = run_cli("run", str(ckpt), "--once", "-l", str(tmp_path / "listeners"), "--log-format", "json", *args,
-                     env=env, cwd=tmp_path)
+    result = run_once(ckpt, tmp_path, env, "-l", str(tmp_path / "listeners"), *args)
     assert result.returncode == 0, result.stderr
     return result
 

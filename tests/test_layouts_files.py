@@ -17,14 +17,13 @@ from pathlib import Path
 
 import pytest
 import samplefiles
-from conftest import expected_stream, json_log, read_records, run_cli, summary, write_listener
+from conftest import expected_stream, json_log, read_records, run_cli, run_once, summary, write_listener
 from tracereplay import Replayer, Saved, operations, replay
 
 
 def once(ckpt: Path, tmp_path: Path, env: dict[str, str], *args: str):
     write_listener(tmp_path / "listeners", "rec")
-    result = run_cli("run", str(ckpt), "--once", "-l", str(tmp_path / "listeners"), "--log-format", "json", *args,
-                     env=env, cwd=tmp_path)
+    result = run_once(ckpt, tmp_path, env, "-l", str(tmp_path / "listeners"), *args)
     assert result.returncode == 0, result.stderr
     return result
 

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import alive, json_log, read_records, run_cli, summary, write_listener
+from conftest import alive, json_log, read_records, run_once, summary, write_listener
 
 
 def dcp_save(root: Path, name: str, payload: bytes = b"meta") -> Path:
@@ -23,14 +23,10 @@ def dcp_save(root: Path, name: str, payload: bytes = b"meta") -> Path:
     return path
 
 
-def once(ckpt: Path, tmp_path: Path, env: dict[str, str], *extra: str):
-    return run_cli("run", str(ckpt), "--once", "--log-format", "json", *extra, env=env, cwd=tmp_path)
-
-
 def test_argv_stdin_and_environment(ckpt, tmp_path, env, records_path):
     dcp_save(ckpt, "step-10")
     write_listener(tmp_path / "l", "rec")
-    result = once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"), "--stop-file", str(tmp_path / "stop"))
+    result = run_once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"), "--stop-file", str(tmp_path / "stop"))
     assert result.returncode == 0, result.stderr
     records = {r["argv"][0]: r for r in read_records(records_path)}
     assert set(records) == {"begin", "before_save", "after_save", "end"}
@@ -58,7 +54,7 @@ def test_non_utf8_path_is_surrogateescaped_in_json_and_raw_in_env(ckpt, tmp_path
     name = os.fsdecode(b"step-\xff-3")
     dcp_save(ckpt, name)
     write_listener(tmp_path / "l", "rec", events="after_save")
-    result = once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"))
+    result = run_once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"))
     assert result.returncode == 0, result.stderr
     [record] = read_records(records_path)
     expected = os.path.join(str(ckpt), name)
@@ -69,7 +65,7 @@ def test_non_utf8_path_is_surrogateescaped_in_json_and_raw_in_env(ckpt, tmp_path
 def test_subscribed_events_only_start_processes(ckpt, tmp_path, env, records_path):
     dcp_save(ckpt, "step-1")
     write_listener(tmp_path / "l", "only-after", events="after_save,end")
-    result = once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"))
+    result = run_once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"))
     assert result.returncode == 0
     assert summary(read_records(records_path)) == [("after_save", 1), ("end", 1)]
     runs = [r for r in json_log(result.stderr) if r.get("kind") == "run"]
@@ -87,7 +83,7 @@ def test_exit_3_writes_stop_file_after_every_listener_ran(ckpt, tmp_path, env, r
         "if record['stdin']['step'] == 2:\n    print('loss diverged: 1e9')\n    sys.exit(3)"))
     write_listener(listeners, "20-slow", events="after_save", before="time.sleep(0.4); record['time'] = time.time()")
     stop = tmp_path / "stop.json"
-    result = once(ckpt, tmp_path, env, "-l", str(listeners), "--stop-file", str(stop))
+    result = run_once(ckpt, tmp_path, env, "-l", str(listeners), "--stop-file", str(stop))
     assert result.returncode == 0, result.stderr
     records = read_records(records_path)
     assert summary(records, "10-asker") == [("after_save", 1), ("after_save", 2), ("after_save", 3)]
@@ -107,7 +103,7 @@ def test_failing_listener_is_logged_and_others_go_on(ckpt, tmp_path, env, record
     listeners = tmp_path / "l"
     write_listener(listeners, "10-broken", events="after_save", after="sys.exit(1)")
     write_listener(listeners, "20-rec", events="after_save")
-    result = once(ckpt, tmp_path, env, "-l", str(listeners))
+    result = run_once(ckpt, tmp_path, env, "-l", str(listeners))
     assert result.returncode == 1  # a listener failed; all events were still delivered
     assert summary(read_records(records_path), "20-rec") == [("after_save", 1), ("after_save", 2)]
     failed = [r for r in json_log(result.stderr) if r.get("outcome") == "failed"]
@@ -123,7 +119,7 @@ def test_hanging_listener_and_its_children_are_killed_at_the_timeout(ckpt, tmp_p
         f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
         "time.sleep(300)"))
     started = time.monotonic()
-    result = once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"), "--listener-timeout", "1")
+    result = run_once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"), "--listener-timeout", "1")
     assert result.returncode == 1, result.stderr
     assert time.monotonic() - started < 60
     [timeout] = [r for r in json_log(result.stderr) if r.get("outcome") == "timeout"]
@@ -132,14 +128,13 @@ def test_hanging_listener_and_its_children_are_killed_at_the_timeout(ckpt, tmp_p
     assert not alive(child), "the listener's child survived the timeout"
 
 
-
 def test_output_streamed_with_the_listener_name(ckpt, tmp_path, env):
     dcp_save(ckpt, "step-1")
     script = tmp_path / "l" / "talker"
     script.parent.mkdir()
     script.write_text("#!/bin/sh\n# ckptwatch: events=after_save\necho first line\necho to stderr >&2\nprintf 'no newline'\n")
     script.chmod(0o755)
-    result = once(ckpt, tmp_path, env, "-l", str(script.parent))
+    result = run_once(ckpt, tmp_path, env, "-l", str(script.parent))
     lines = [(r["listener"], r["msg"]) for r in json_log(result.stderr) if r.get("kind") == "output"]
     assert lines == [("talker", "first line"), ("talker", "to stderr"), ("talker", "no newline")]
 
@@ -152,7 +147,7 @@ def test_discovery_order_skips_and_warnings(ckpt, tmp_path, env):
         write_listener(listeners, name)
     (listeners / "notes.txt").write_text("not a listener")
     (listeners / "subdir").mkdir()
-    result = once(ckpt, tmp_path, env, "-l", str(listeners))
+    result = run_once(ckpt, tmp_path, env, "-l", str(listeners))
     assert result.returncode == 0, result.stderr
     log = json_log(result.stderr)
     ready = next(r for r in log if r["kind"] == "ready")
@@ -166,7 +161,7 @@ def test_discovery_order_skips_and_warnings(ckpt, tmp_path, env):
 def test_world_writable_listener_is_refused(ckpt, tmp_path, env, records_path):
     path = write_listener(tmp_path / "l", "open-to-all")
     path.chmod(0o777)
-    result = once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"))
+    result = run_once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"))
     assert result.returncode == 0
     assert read_records(records_path) == []
     assert any("writable by every user" in r["msg"] for r in json_log(result.stderr))
@@ -190,7 +185,7 @@ def test_python_listener_class(ckpt, tmp_path, env):
     )
     script.chmod(0o755)
     stop = tmp_path / "stop"
-    result = once(ckpt, tmp_path, env, "-l", str(script.parent), "--stop-file", str(stop))
+    result = run_once(ckpt, tmp_path, env, "-l", str(script.parent), "--stop-file", str(stop))
     assert result.returncode == 0, result.stderr
     assert json.loads(stop.read_text())["step"] == 4
     output = [r["msg"] for r in json_log(result.stderr) if r.get("kind") == "output"]
@@ -207,7 +202,7 @@ def test_timeout_kills_a_child_that_left_the_group_with_setsid(ckpt, tmp_path, e
         "child = subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
         f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
         "time.sleep(300)"))
-    result = once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"), "--listener-timeout", "1")
+    result = run_once(ckpt, tmp_path, env, "-l", str(tmp_path / "l"), "--listener-timeout", "1")
     assert result.returncode == 1, result.stderr
     escaped = int(pid_file.read_text())
     assert os.getsid(escaped) == escaped if alive(escaped) else True  # it did leave the group
@@ -230,7 +225,7 @@ def test_a_listener_that_floods_output_or_closes_stdin_early(ckpt, tmp_path, env
     closer.write_text("#!/bin/sh\n# ckptwatch: events=after_save\nexec 0<&-\necho closed\n")
     closer.chmod(0o755)
     write_listener(listeners, "30-rec", events="after_save")
-    result = once(ckpt, tmp_path, env, "-l", str(listeners))
+    result = run_once(ckpt, tmp_path, env, "-l", str(listeners))
     assert result.returncode == 0, result.stderr[-2000:]
     log = json_log(result.stderr)
     outcomes = {(r["listener"], r["outcome"]) for r in log if r.get("kind") == "run"}
