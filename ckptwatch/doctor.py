@@ -20,6 +20,7 @@ from . import layouts
 from .fstype import filesystem_type, needs_polling
 from .journal import FINISHED, JOURNAL_NAME
 from .layouts.base import Layout, Listing, Observation
+from .stopfile import read_stop_file
 
 __all__ = ["Report", "examine"]
 
@@ -165,15 +166,14 @@ def _journal(report: Report, state_dir: str) -> None:
 
 
 def _stop_file(report: Report, stop_file: str) -> None:
-    try:
-        with open(stop_file, encoding="utf-8") as handle:
-            body = json.load(handle)
-        age = _age(stop_file)
-        report.stop_file = (
-            f"{stop_file}: step {body.get('step')} by {body.get('listener')} ({age / 60:.0f} min ago); "
-            "training started after it ignores it"
-        )
-    except FileNotFoundError:
+    if not os.path.lexists(stop_file):
         report.stop_file = f"none at {stop_file}"
-    except (OSError, ValueError):
+        return
+    body = read_stop_file(stop_file)
+    if body is None:
         report.stop_file = f"{stop_file} exists but is not a readable stop request"
+        return
+    report.stop_file = (
+        f"{stop_file}: step {body.get('step')} by {body.get('listener')} ({_age(stop_file) / 60:.0f} min ago); "
+        "training started after it ignores it"
+    )

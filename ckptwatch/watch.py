@@ -114,7 +114,6 @@ class InotifyWatcher:
         self._self_gone = C.IN_DELETE_SELF | C.IN_MOVE_SELF
         self._top_by_wd: dict[int, str] = {}  # "" for DIR itself
         self._wd_by_name: dict[str, int] = {}
-        self.overflows = 0
         self.failure: str | None = None
 
     def start(self) -> None:
@@ -160,7 +159,6 @@ class InotifyWatcher:
             self._waker.hint_everything()
 
     def on_queue_overflow(self) -> None:
-        self.overflows += 1
         emit("info", "inotify queue overflowed: notifications were lost; listing the directory again",
              logging.WARNING)
         self._waker.hint_everything()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .base import Layout, Listing
 
-__all__ = ["REGISTRY", "UnknownLayout", "create", "detect", "detect_all", "layout_class", "names"]
+__all__ = ["REGISTRY", "UnknownLayout", "create", "detect_all", "layout_class", "names"]
 
 #: ``--layout`` name -> "module:Class", in detection precedence.
 REGISTRY: dict[str, str] = {
@@ -77,8 +77,3 @@ def detect_all(view: Callable[[type[Layout]], Listing]) -> list[tuple[str, str]]
             found.append((name, reason))
     return found
 
-
-def detect(view: Callable[[type[Layout]], Listing]) -> tuple[str, str] | None:
-    """The first of :func:`detect_all`, or None."""
-    found = detect_all(view)
-    return found[0] if found else None
