@@ -258,8 +258,12 @@ class Session:
         self.first_start = self.journal.empty
         if not config.once:
             self._start_watching()
-        names = ", ".join(spec.name for spec in self.engine.listeners) or "none"
         self.last_commit = time.monotonic()
+
+    def _say_ready(self) -> None:
+        """After the first look: a save from now on is seen, and what was there is known."""
+        config = self.config
+        names = ", ".join(spec.name for spec in self.engine.listeners) or "none"
         emit("ready", f"watching {config.dir} (layout {config.layout}, listeners: {names}, run {self.run_id})",
              dir=self.dir, layout=config.layout, listeners=[s.name for s in self.engine.listeners],
              run_id=self.run_id, stop_file=config.stop_path, state_dir=config.state_path)
@@ -292,6 +296,7 @@ class Session:
     def main_loop(self) -> str:
         waker = self.engine.waker
         waker.hint_everything()  # the first scan, at once, of everything
+        first = True
         while True:
             woken = waker.wait(self._wait_timeout())
             if not woken and self.recheck_at is not None and time.monotonic() >= self.recheck_at:
@@ -312,6 +317,9 @@ class Session:
                 elif hints:
                     self.index.refresh(hints)
                 self.scan()
+                if first:
+                    first = False
+                    self._say_ready()
             except (FileNotFoundError, NotADirectoryError):
                 return "dir-gone"
             if reason:
