@@ -55,9 +55,14 @@ class Waker:
         self._flag.set()
 
     def wait(self, timeout: float | None) -> bool:
-        """Wait for a wake; True if woken. Clears the flag before the caller scans."""
+        """Wait for a wake; True if woken. Clears the flag before the caller scans.
+
+        Only a wake is cleared: after a timeout, a wake that lands before the
+        clear (a signal handler runs between any two bytecodes) would be lost.
+        """
         woken = self._flag.wait(timeout)
-        self._flag.clear()
+        if woken:
+            self._flag.clear()
         return woken
 
     def take(self) -> tuple[bool, set[str]]:
