@@ -39,6 +39,8 @@ __all__ = ["EXIT_LISTENER_FAILED", "EXIT_OK", "EXIT_USAGE", "Engine", "UsageErro
 EXIT_OK = 0
 EXIT_LISTENER_FAILED = 1
 EXIT_USAGE = 2
+#: The longest the main thread waits in one piece (a signal is handled between pieces).
+_SIGNAL_SLICE = 0.25
 #: With --once, how many second looks a layout may ask for before the session ends.
 _ONCE_RECHECKS = 50
 #: While auto-detection is undecided, how many new subdirectories get a watch.
@@ -298,7 +300,7 @@ class Session:
         waker.hint_everything()  # the first scan, at once, of everything
         first = True
         while True:
-            woken = waker.wait(self._wait_timeout())
+            woken = self._wait(self._wait_timeout())
             if not woken and self.recheck_at is not None and time.monotonic() >= self.recheck_at:
                 self.stats["recheck_waits"] += 1
             everything, hints = waker.take()
@@ -329,6 +331,21 @@ class Session:
                 if self.recheck_at is None or self._once_rechecks >= _ONCE_RECHECKS:
                     return "once"
                 self._once_rechecks += 1
+
+    def _wait(self, timeout: float) -> bool:
+        """Wait for a wake (True) or ``timeout`` (False), in slices.
+
+        Python runs signal handlers on the main thread only, and a signal the
+        kernel hands to another thread does not interrupt the main thread's
+        wait: waiting in slices bounds how late SIGTERM is seen.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self.engine.waker.wait(min(left, _SIGNAL_SLICE)):
+                return True
 
     def _wait_timeout(self) -> float:
         timeout = self.interval
