@@ -150,11 +150,13 @@ def phase_latency(s: Session, n: int, args) -> dict:
     commits: dict[int, int] = {}
     samples: list[float] = []
     missed: list[int] = []
+    replace_ms: list[float] = []  # how long each commit's os.replace appeared to take
     first_index = len(s.records.all)
     for i in range(n):
         step = LAT_BASE + i
         t_c = s.writer.commit(step)
         commits[step] = t_c
+        replace_ms.append(s.writer.last_replace_ns / 1e6)
         if tool.slow:
             time.sleep(args.gap_ms / 1000)
         else:
@@ -180,6 +182,7 @@ def phase_latency(s: Session, n: int, args) -> dict:
     out = {"latency_ms": stats.summary(samples), "latency_saves": n,
            "latency_missed": len(missed), "latency_runs": len(recs),
            "latency_doubled": len(recs) - len(distinct),
+           "replace_ms": stats.summary(replace_ms),
            "latency_samples_ms": [round(x, 4) for x in samples]}
     if not samples:
         raise NotMeasured(f"none of {n} commits reached the listener within "

@@ -49,6 +49,7 @@ class Writer:
         self.payload = b"\0" * data_bytes
         self.kept: list[int] = list(initial or [])[-self.keep:]
         self.written: list[int] = []  # prefixes this writer created (for cleanup)
+        self.last_replace_ns = 0
 
     def _write(self, path: str, data: bytes) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
@@ -77,15 +78,22 @@ class Writer:
         self.written.append(step)
 
     def commit(self, step: int) -> int:
-        """Save `step` and commit it; return time.time_ns() right after the replace."""
+        """Save `step` and commit it; return time.time_ns() just before the replace.
+
+        Not after it: the watcher the rename wakes may run first on this CPU
+        (wake-up preemption), and a clock read after the call would then be
+        late by as long as the watcher ran, flattering whichever tool wakes
+        fastest. `last_replace_ns` keeps how long the call appeared to take.
+        """
         self.prepare(step)
         self.kept.append(step)
         dropped = self.kept[:-self.keep]
         self.kept = self.kept[-self.keep:]
         tmp = f"{self.dir}/{STATE_FILE}.tmp{uuid.uuid4().hex}"
         self._write(tmp, state_text(self.kept).encode())
-        os.replace(tmp, f"{self.dir}/{STATE_FILE}")
         t = time.time_ns()
+        os.replace(tmp, f"{self.dir}/{STATE_FILE}")
+        self.last_replace_ns = time.time_ns() - t
         if self.rotate:
             for s in dropped:
                 for suffix in (".index", ".data-00000-of-00001"):
