@@ -78,7 +78,13 @@ class DirIndex:
         self._views = {cls: view for cls, view in self._views.items() if cls is layout}
 
     def view(self, layout: type[Layout]) -> Listing:
-        """The interesting part of DIR for ``layout``, as an immutable listing."""
+        """The interesting part of DIR for ``layout``, for its scan: what changes next is news."""
+        listing = self.peek(layout)
+        self._views[layout].changed = set()
+        return listing
+
+    def peek(self, layout: type[Layout]) -> Listing:
+        """The same listing without taking the changes (for detection, which is no scan)."""
         view = self._views.get(layout)
         if view is None:
             view = self._views[layout] = _View(layout)
@@ -87,7 +93,6 @@ class DirIndex:
         if view.frozen is None:
             view.frozen = (frozenset(view.dirs), frozenset(view.files))
         changed = None if view.changed is None else frozenset(view.changed)
-        view.changed = set()  # the layout looks now: what changes next is news
         return Listing(self.root, *view.frozen, changed=changed)
 
     def everything_changed(self) -> None:
@@ -136,6 +141,10 @@ class DirIndex:
         for name in names:
             if name in self.ignore or not name or "/" in name:
                 continue
+            if name not in self._entries and not (self._keep(name, False) or self._keep(name, True)):
+                for view in self._views.values():
+                    view.touch(name)  # a layout may still care that it changed (a file it stats)
+                continue  # no layout keeps it, as a file or a directory: no need to look
             try:
                 is_dir: bool | None = stat.S_ISDIR(os.lstat(os.path.join(self.root, name)).st_mode)
             except OSError:

@@ -1,7 +1,10 @@
 """Fanning events out: one FIFO and one worker thread per listener.
 
 A slow listener delays only its own queue; saves keep being observed and the
-other listeners keep running. A :class:`Delivery` is one event handed to its
+other listeners keep running. When a listener is idle, the engine thread
+starts its run itself and hands the process to the worker, which streams its
+output and records the outcome: the commit-to-start path crosses no thread.
+A :class:`Delivery` is one event handed to its
 listeners; when the last of them has finished, the stop file is written if
 any asked (exit 3 from ``after_save``), as ``CheckpointSaverHook._save`` runs
 every listener and ORs their answers.
@@ -24,7 +27,7 @@ from .faults import crash_point
 from .journal import Journal, PendingRun
 from .listeners import ListenerSpec
 from .pin import Pin, PinError, pin_checkpoint
-from .runner import RunOutcome, process_start_ticks, run_listener
+from .runner import RunOutcome, StartedRun, process_start_ticks, start_listener, supervise
 from .stopfile import StopRequest, write_stop_file
 
 __all__ = ["Dispatcher", "RunContext"]
@@ -90,6 +93,20 @@ class Delivery:
 class _Job:
     delivery: Delivery
     attempt: int = 1
+    #: Set when the engine thread already started the run (the listener was idle).
+    started: _Started | None = None
+    #: True when the engine thread tried to start it: ``started`` None then means nothing to supervise.
+    start_tried: bool = False
+    start_error: Exception | None = None
+
+
+@dataclass
+class _Started:
+    """A run started, with what its report needs."""
+
+    run: StartedRun
+    checkpoint: str
+    retry: bool
 
 
 class Dispatcher:
@@ -103,7 +120,10 @@ class Dispatcher:
         self._cancel = threading.Event()
         self._force = threading.Event()
         self._outstanding = 0
+        #: Runs queued or running, per listener; 0 means its worker is idle and its queue empty.
+        self._busy = {s.name: 0 for s in listeners}
         self._idle = threading.Condition()
+        self._specs = {s.name: s for s in listeners}
         self._threads = [
             threading.Thread(target=self._work, args=(spec,), name=f"listener {spec.name}", daemon=True)
             for spec in listeners
@@ -125,7 +145,7 @@ class Dispatcher:
         if wanted:
             delivery = Delivery(event, event_id, wanted, self._write_stop)
             for name in wanted:
-                self._submit(name, _Job(delivery))
+                self._submit(name, _Job(delivery), start_here=True)
         return len(wanted)
 
     def resume(self, pending: list[PendingRun]) -> None:
@@ -165,9 +185,22 @@ class Dispatcher:
         """Names one run of one listener in its environment, to find its leftovers after a crash."""
         return f"{self.journal.path}:{event_id}:{listener}:{attempt}"
 
-    def _submit(self, name: str, job: _Job) -> None:
+    def _submit(self, name: str, job: _Job, *, start_here: bool = False) -> None:
+        """Queue ``job``; with ``start_here`` and the listener idle, start it on this thread first.
+
+        Only the engine thread submits, so a listener seen idle here stays idle
+        until the job is queued: starting it here keeps its FIFO order.
+        """
         with self._idle:
+            idle = self._busy[name] == 0
             self._outstanding += 1
+            self._busy[name] += 1
+        if start_here and idle and self.context.pin_dir is None:
+            job.start_tried = True
+            try:
+                job.started = self._start(self._specs[name], job, just_seen=True)
+            except Exception as exc:  # noqa: BLE001 - reported by the worker, as if it had failed there
+                job.start_error = exc
         self._queues[name].put(job)
 
     # Waiting and stopping ------------------------------------------------------
@@ -191,15 +224,20 @@ class Dispatcher:
             self._force.set()
         self._cancel.set()
         dropped = 0
-        for q in self._queues.values():
+        for name, q in self._queues.items():
+            running = []
             while True:
                 try:
                     job = q.get_nowait()
                 except queue.Empty:
                     break
-                if job is not None:
+                if job is not None and job.started is not None:
+                    running.append(job)  # started by the engine thread: its worker cuts it off
+                elif job is not None:
                     dropped += 1
-                    self._done(job.delivery, "", None)
+                    self._done(job.delivery, name, None)
+            for job in running:
+                q.put(job)
         return dropped
 
     def resume_after_cancel(self) -> None:
@@ -233,9 +271,23 @@ class Dispatcher:
         delivery.finished(name, outcome)
         with self._idle:
             self._outstanding -= 1
+            if name:
+                self._busy[name] -= 1
             self._idle.notify_all()
 
     def _run(self, spec: ListenerSpec, job: _Job) -> RunOutcome | None:
+        if job.start_error is not None:
+            raise job.start_error
+        started = job.started if job.start_tried else self._start(spec, job)
+        if started is None:
+            return None  # cancelled, or the checkpoint vanished before its turn
+        return self._finish(spec, job, started)
+
+    def _start(self, spec: ListenerSpec, job: _Job, *, just_seen: bool = False) -> _Started | None:
+        """Start one run (journaled first); None when cancelled or the checkpoint vanished.
+
+        ``just_seen``: the scan that made the event looked at the marker a moment ago.
+        """
         event, event_id = job.delivery.event, job.delivery.event_id
         ctx = self.context
         if self._cancel.is_set():
@@ -247,7 +299,7 @@ class Dispatcher:
                 self._vanished(spec, job)
                 return None
             checkpoint = pinned
-        elif event_id is not None and event.marker and not os.path.lexists(ctx.path(event.marker)):
+        elif event_id is not None and event.marker and not just_seen and not os.path.lexists(ctx.path(event.marker)):
             self._vanished(spec, job)
             return None
         retry = job.attempt > 1
@@ -285,12 +337,18 @@ class Dispatcher:
             CKPTWATCH_RUN_KEY="" if event_id is None else self._run_key(event_id, spec.name, job.attempt),
             CKPTWATCH_LAST_STEP_HANDLED="" if last_handled is None else str(int(last_handled)),
         )
-
         if event_id is not None:
             # Journaled before the spawn: a crash from here on makes the next run a retry.
             self.journal.run_started(event_id, spec.name, job.attempt)
+        return _Started(start_listener([spec.path, event.name], payload, env), checkpoint, retry)
 
-        def started(pid: int) -> None:
+    def _finish(self, spec: ListenerSpec, job: _Job, started: _Started) -> RunOutcome:
+        """Supervise a started run to its end; journal and report the outcome."""
+        event, event_id = job.delivery.event, job.delivery.event_id
+        ctx = self.context
+        checkpoint = started.checkpoint
+
+        def on_start(pid: int) -> None:
             if event_id is not None:
                 self.journal.run_started(event_id, spec.name, job.attempt, pid, process_start_ticks(pid))
 
@@ -300,9 +358,7 @@ class Dispatcher:
         def say(text: str) -> None:
             emit("info", f"{spec.name}: {text}", logging.WARNING, listener=spec.name)
 
-        outcome = run_listener(
-            [spec.path, event.name], payload, env, spec.timeout, started, line, say, self._cancel, self._force
-        )
+        outcome = supervise(started.run, spec.timeout, on_start, line, say, self._cancel, self._force)
         crash_point("run-exited")
         status = outcome.status
         if status == "failed" and checkpoint == ctx.path(event.checkpoint) and event.marker \
@@ -317,7 +373,7 @@ class Dispatcher:
             self.journal.run_finished(event_id, spec.name, job.attempt, status, outcome.exit_code)
         if status in ("failed", "timeout"):
             self.failures += 1
-        self._report(spec, event, outcome, retry)
+        self._report(spec, event, outcome, started.retry)
         return outcome
 
     def _vanished(self, spec: ListenerSpec, job: _Job) -> None:

@@ -32,6 +32,7 @@ from .fstype import filesystem_type, needs_polling
 from .layouts.base import Layout, Observation
 from .listeners import ListenerError, ListenerSpec, discover
 from .reaper import Reaper, become_subreaper
+from .runner import close_inherited_fds
 from .watch import InotifyWatcher, ObserverWatcher, Waker, Watcher
 
 __all__ = ["EXIT_LISTENER_FAILED", "EXIT_OK", "EXIT_USAGE", "Engine", "UsageError", "run"]
@@ -39,8 +40,6 @@ __all__ = ["EXIT_LISTENER_FAILED", "EXIT_OK", "EXIT_USAGE", "Engine", "UsageErro
 EXIT_OK = 0
 EXIT_LISTENER_FAILED = 1
 EXIT_USAGE = 2
-#: The longest the main thread waits in one piece (a signal is handled between pieces).
-_SIGNAL_SLICE = 0.25
 #: With --once, how many second looks a layout may ask for before the session ends.
 _ONCE_RECHECKS = 50
 #: While auto-detection is undecided, how many new subdirectories get a watch.
@@ -97,6 +96,7 @@ class Engine:
 
     def run(self) -> int:
         self.prepare()
+        close_inherited_fds()
         reaper = Reaper() if become_subreaper() else None
         if reaper is not None:
             reaper.start()
@@ -108,6 +108,7 @@ class Engine:
                     self.command.kill()
                 if reaper is not None:
                     reaper.stop()
+        self.waker.close()
         return self._exit_status()
 
     def _serve(self) -> None:
@@ -164,14 +165,20 @@ class Engine:
 
     @contextmanager
     def _capture_signals(self) -> Iterator[None]:
-        """Handlers only set flags; installed on the main thread, restored after."""
+        """Handlers only set flags; installed on the main thread, restored after.
+
+        The waker is the wakeup descriptor too: a signal the kernel hands to
+        another thread still ends the main thread's wait at once.
+        """
         if threading.current_thread() is not threading.main_thread():
             yield
             return
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        undo_wakeup = self.waker.wake_on_signals()
         try:
             yield
         finally:
+            undo_wakeup()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
@@ -292,6 +299,9 @@ class Session:
             self.interval = 1.0
             emit("info", f"cannot watch {config.dir} natively ({exc.strerror or exc}); scanning every "
                  f"{self.interval:g} s instead", logging.WARNING)
+            return
+        if isinstance(self.watcher, ObserverWatcher):
+            emit("info", "notifications through watchdog's observer thread")
 
     # main loop -----------------------------------------------------------------
 
@@ -300,7 +310,7 @@ class Session:
         waker.hint_everything()  # the first scan, at once, of everything
         first = True
         while True:
-            woken = self._wait(self._wait_timeout())
+            woken = self.engine.waker.wait(self._wait_timeout())
             if not woken and self.recheck_at is not None and time.monotonic() >= self.recheck_at:
                 self.stats["recheck_waits"] += 1
             everything, hints = waker.take()
@@ -332,21 +342,6 @@ class Session:
                     return "once"
                 self._once_rechecks += 1
 
-    def _wait(self, timeout: float) -> bool:
-        """Wait for a wake (True) or ``timeout`` (False), in slices.
-
-        Python runs signal handlers on the main thread only, and a signal the
-        kernel hands to another thread does not interrupt the main thread's
-        wait: waiting in slices bounds how late SIGTERM is seen.
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            if self.engine.waker.wait(min(left, _SIGNAL_SLICE)):
-                return True
-
     def _wait_timeout(self) -> float:
         timeout = self.interval
         if self.recheck_at is not None:
@@ -368,11 +363,11 @@ class Session:
             emit("info", f"no new checkpoint for {idle:g} s: idle timeout")
             return "idle"
         if self.watcher is not None and not self.watcher.alive():
-            why = getattr(self.watcher, "failure", None) or "it exited"
+            why = getattr(self.watcher, "failure", None) or "watchdog's observer thread exited"
             self.watcher = None
             self.interval = 1.0
             self.engine.waker.hint_everything()
-            emit("info", f"the notification thread stopped ({why}); scanning every 1 s from now on", logging.ERROR)
+            emit("info", f"native notifications stopped ({why}); scanning every 1 s from now on", logging.ERROR)
         return None
 
     def scan(self) -> None:
@@ -392,7 +387,10 @@ class Session:
         for problem in observation.problems:
             self._problem(problem)
         previous = self.tracker.last.step if self.tracker.last else None
-        for event in self.tracker.observe(observation):
+        events = self.tracker.observe(observation)
+        # Listeners start first; the log lines (handed to another thread) come after.
+        counts = [self.dispatcher.dispatch(event) for event in events]
+        for event, count in zip(events, counts):
             if event.name == "after_save":
                 self.stats["commits"] += 1
                 self.last_commit = time.monotonic()
@@ -400,7 +398,7 @@ class Session:
                     emit("info", f"step {event.step} is lower than step {previous} seen before: "
                          "a new run or a resume")
                 previous = event.step
-            self._dispatch(event)
+            self._say_event(event, count)
         if observation.committed and not self.layout_fixed:
             self.layout_fixed = True
             self.index.narrow(type(layout))
@@ -433,7 +431,7 @@ class Session:
     def _current_layout(self) -> Layout | None:
         if self.layout_fixed:
             return self.layout
-        found = layouts.detect_all(self.index.view)
+        found = layouts.detect_all(self.index.peek)
         if not found:
             if not self._said_undecided and self.layout is None:
                 self._said_undecided = True
@@ -454,7 +452,7 @@ class Session:
         if self.layout is not None or self._said_unclaimed:
             return
         for name in ("torch", "lightning", "keras"):
-            files = sorted(self.index.view(layouts.layout_class(name)).files)
+            files = sorted(self.index.peek(layouts.layout_class(name)).files)
             if files:
                 self._said_unclaimed = True
                 emit("info", f"{files[0]} looks like a checkpoint, but auto-detection is not sure of it "
@@ -468,7 +466,9 @@ class Session:
         emit("info", f"layout {name} ({self.layout.framework}): {why}", layout=name)
 
     def _dispatch(self, event: Event) -> None:
-        count = self.dispatcher.dispatch(event)
+        self._say_event(event, self.dispatcher.dispatch(event))
+
+    def _say_event(self, event: Event, count: int) -> None:
         step = "" if event.step is None else f" step {event.step}"
         where = f" {event.checkpoint}" if event.checkpoint else ""
         seen = " (start not seen)" if event.name == "before_save" and not event.observed else ""

@@ -10,7 +10,7 @@ Points: ``event-queued`` (an event journaled, no listener started yet),
 ``run-spawned`` (a listener started, its process group not journaled),
 ``run-exited`` (a listener exited, its outcome not journaled), ``journal-record``
 (half a journal line written), ``stop-file-rename`` (stop file written to its
-temp name, not renamed), ``observer-dies`` (the notification thread raises).
+temp name, not renamed), ``observer-dies`` (reading notifications raises).
 """
 
 from __future__ import annotations

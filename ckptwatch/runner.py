@@ -1,6 +1,6 @@
 """Running one listener once: its own process group, streamed output, a deadline.
 
-The listener leads a new session (``start_new_session``), so a timeout can
+The listener leads a new session (``setsid``), so a timeout can
 kill everything it started (``sh -c``, uploaders) with ``os.killpg``: TERM,
 then KILL after a grace period, each step logged. Output (stdout and stderr)
 is read line by line and handed to ``on_line`` as it comes.
@@ -12,7 +12,6 @@ import json
 import os
 import selectors
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -22,7 +21,17 @@ from typing import Any
 from .faults import crash_point
 from .reaper import descendants, forget, kill_all, spawning
 
-__all__ = ["KILL_GRACE", "RunOutcome", "kill_group", "process_start_ticks", "run_listener"]
+__all__ = [
+    "KILL_GRACE",
+    "ListenerProcess",
+    "RunOutcome",
+    "StartedRun",
+    "close_inherited_fds",
+    "kill_group",
+    "process_start_ticks",
+    "start_listener",
+    "supervise",
+]
 
 #: Seconds between TERM and KILL when a listener's group is stopped.
 KILL_GRACE = 3.0
@@ -72,10 +81,130 @@ def kill_group(pgid: int, grace: float, say: Callable[[str], None], alive: Calla
         tree += [pid for pid in descendants(pgid) if pid not in tree]
 
 
-def run_listener(
-    argv: list[str],
-    payload: Mapping[str, Any],
-    env: Mapping[str, str],
+class ListenerProcess:
+    """A started listener: its pid (= its process group), the read end of its output, its exit code.
+
+    ``os.posix_spawn`` (a ``vfork`` and ``exec`` in the C library) starts it
+    in about half the time ``subprocess.Popen`` takes here, which matters on
+    the commit-to-start path. Every descriptor of ours is close-on-exec
+    (Python's default; :func:`close_inherited_fds` takes care of those we
+    inherited), so the listener gets only the three it is given.
+    """
+
+    def __init__(self, pid: int, output_fd: int) -> None:
+        self.pid = pid
+        self.output_fd = output_fd
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        """The exit code once it has exited (negative: killed by that signal), else None."""
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = self.pid, 0  # reaped elsewhere: its status is lost
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait up to ``timeout`` seconds (forever with None); the exit code, or None if still running."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.0005
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
+        return self.returncode
+
+
+@dataclass
+class StartedRun:
+    """A listener process that has been started and fed its payload."""
+
+    proc: ListenerProcess
+    started: float  # time.monotonic() at the spawn
+
+
+def start_listener(argv: list[str], payload: Mapping[str, Any], env: Mapping[str, str]) -> StartedRun:
+    """Start ``argv`` in a new session with ``payload`` as JSON on stdin; raises OSError.
+
+    Cheap enough for the engine thread, which calls it when the listener is
+    idle: the commit-to-start path then crosses no thread.
+    """
+    _std_fds_open()
+    started = time.monotonic()
+    stdin_r, stdin_w = os.pipe()
+    out_r, out_w = os.pipe()
+    try:
+        with spawning() as ours:  # registered before the reaper can see it exit
+            pid = os.posix_spawn(
+                argv[0],
+                argv,
+                env,
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, stdin_r, 0),
+                    (os.POSIX_SPAWN_DUP2, out_w, 1),
+                    (os.POSIX_SPAWN_DUP2, out_w, 2),
+                ],
+                setsid=True,
+            )
+            ours.add(pid)
+    except BaseException:
+        os.close(out_r)
+        os.close(stdin_w)
+        raise
+    finally:
+        os.close(stdin_r)
+        os.close(out_w)
+    try:
+        os.write(stdin_w, json.dumps(payload, ensure_ascii=True).encode() + b"\n")
+    except OSError:
+        pass  # the listener does not read stdin (or exited already): fine
+    finally:
+        os.close(stdin_w)
+    return StartedRun(ListenerProcess(pid, out_r), started)
+
+
+_std_fds_checked = False
+
+
+def _std_fds_open() -> None:
+    """Open /dev/null on a closed 0, 1 or 2, so a pipe never lands there (a dup2 onto itself keeps close-on-exec).
+
+    Once: nothing here closes them later.
+    """
+    global _std_fds_checked
+    if _std_fds_checked:
+        return
+    _std_fds_checked = True
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)
+            if opened != fd:
+                os.close(opened)
+
+
+def close_inherited_fds() -> None:
+    """Make descriptors we inherited (above 2) close-on-exec: listeners get only their own three."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        return
+    for fd in fds:
+        if fd > 2:
+            try:
+                if os.get_inheritable(fd):
+                    os.set_inheritable(fd, False)
+            except OSError:
+                pass  # the directory's own descriptor, closed by now
+
+
+def supervise(
+    run: StartedRun,
     timeout: float | None,
     on_start: Callable[[int], None],
     on_line: Callable[[str], None],
@@ -83,39 +212,21 @@ def run_listener(
     cancel: threading.Event,
     force: threading.Event,
 ) -> RunOutcome:
-    """Run ``argv`` with ``payload`` as JSON on stdin until it exits, times out or is cancelled.
+    """Stream a started run's output until it exits, times out or is cancelled.
 
-    ``on_start`` is called with the listener's pid (= its process group) once it runs.
-
+    ``on_start`` is called first with the listener's pid (= its process group).
     ``cancel`` cuts the run off (TERM, then KILL after a grace period);
     with ``force`` also set, KILL at once.
     """
-    started = time.monotonic()
-    with spawning() as ours:  # registered before the reaper can see it exit
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=dict(env),
-            start_new_session=True,
-            close_fds=True,
-        )
-        ours.add(proc.pid)
+    proc, started = run.proc, run.started
     try:
         crash_point("run-spawned")
         on_start(proc.pid)
-        assert proc.stdin is not None and proc.stdout is not None
-        try:
-            proc.stdin.write(json.dumps(payload, ensure_ascii=True).encode() + b"\n")
-            proc.stdin.close()
-        except (BrokenPipeError, OSError):
-            pass  # the listener does not read stdin: fine
         deadline = started + timeout if timeout else None
-        reader = _LineReader(proc.stdout.fileno(), on_line)
+        reader = _LineReader(proc.output_fd, on_line)
         status: str | None = None
         with selectors.DefaultSelector() as selector:
-            selector.register(proc.stdout, selectors.EVENT_READ)
+            selector.register(proc.output_fd, selectors.EVENT_READ)
             while True:
                 wait = 0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))
                 ready = selector.select(wait)
@@ -137,26 +248,25 @@ def run_listener(
             kill_group(proc.pid, 0.0 if force.is_set() else KILL_GRACE, say, lambda: proc.poll() is None)
             proc.wait()
         reader.flush()
-        proc.stdout.close()
         code = proc.returncode
         if status is None:
             status = "done" if code == 0 else "stop" if code == STOP_EXIT else "failed"
         return RunOutcome(status, code, time.monotonic() - started, reader.last_line)
     finally:
+        os.close(proc.output_fd)
+        if proc.returncode is None:
+            proc.wait()  # never leave a zombie behind (only reached by an unexpected error)
         forget(proc.pid)
 
 
-def _wait(proc: subprocess.Popen[bytes], deadline: float | None, cancel: threading.Event) -> str | None:
+def _wait(proc: ListenerProcess, deadline: float | None, cancel: threading.Event) -> str | None:
     """Wait for the exit after the output closed; a status only when cut off."""
-    while True:
-        try:
-            proc.wait(timeout=0.1)
-            return None
-        except subprocess.TimeoutExpired:
-            if cancel.is_set():
-                return "interrupted"
-            if deadline is not None and time.monotonic() >= deadline:
-                return "timeout"
+    while proc.wait(timeout=0.1) is None:
+        if cancel.is_set():
+            return "interrupted"
+        if deadline is not None and time.monotonic() >= deadline:
+            return "timeout"
+    return None
 
 
 class _LineReader:

@@ -1,10 +1,15 @@
 """Waking the engine: native notifications are only a hint to look again.
 
-The observer thread never decides anything: every notification sets one
-coalesced flag (:class:`Waker`) and carries no payload; the engine then scans.
-Watches are narrow: DIR itself (not recursive) plus the subdirectories where a
-save is under way, and only create, move, delete and close-after-write, so
+Nothing here decides anything: a notification sets one coalesced flag
+(:class:`Waker`) with the top-level name it was about, and the engine looks.
+Watches are narrow: DIR itself (not recursive) plus the subdirectories where
+a save is under way, and only create, move, delete and close-after-write, so
 the watcher's own reads never wake it.
+
+On Linux the engine reads inotify itself (:class:`InotifyWatcher`): the
+waker's ``poll`` covers the inotify descriptor, so a commit reaches the scan
+without a thread switch. Elsewhere watchdog's observer thread hints
+(:class:`ObserverWatcher`).
 """
 
 from __future__ import annotations
@@ -12,7 +17,10 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import select
+import signal
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .console import emit
@@ -30,40 +38,69 @@ class Waker:
     A hint is the top-level name under DIR that a notification was about; it
     says where to look, never what happened (the engine looks). Many wakes
     before a scan make one scan.
+
+    The flag is a pipe, so the engine's wait can ``poll`` it together with
+    other descriptors (inotify), and any thread or a signal handler can set
+    it: a write needs no lock. As the interpreter's wakeup descriptor
+    (:meth:`wake_on_signals`), a signal the kernel gives to any thread also
+    ends the wait, and Python then runs its handler on the main thread.
     """
 
     def __init__(self) -> None:
-        self._flag = threading.Event()
+        self._read_end, self._write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._lock = threading.Lock()
         self._names: set[str] = set()
         self._everything = False
+        self._poller = select.poll()
+        self._poller.register(self._read_end, select.POLLIN)
+        self._sources: dict[int, Callable[[], None]] = {}
 
     def wake(self) -> None:
         """Look again at what is known (markers), without relisting DIR."""
-        self._flag.set()
+        try:
+            os.write(self._write_end, b"w")
+        except BlockingIOError:
+            pass  # the pipe is full: a wake is already pending
 
     def hint(self, name: str) -> None:
         """Something changed at top-level entry ``name``."""
         with self._lock:
             self._names.add(name)
-        self._flag.set()
+        self.wake()
 
     def hint_everything(self) -> None:
         """Hints were lost (or DIR itself changed): list DIR whole."""
         with self._lock:
             self._everything = True
-        self._flag.set()
+        self.wake()
+
+    def add_source(self, fd: int, on_ready: Callable[[], None]) -> None:
+        """Poll ``fd`` in :meth:`wait` too; ``on_ready`` (hinting) runs on the waiting thread."""
+        self._sources[fd] = on_ready
+        self._poller.register(fd, select.POLLIN)
+
+    def remove_source(self, fd: int) -> None:
+        if self._sources.pop(fd, None) is not None:
+            self._poller.unregister(fd)
 
     def wait(self, timeout: float | None) -> bool:
-        """Wait for a wake; True if woken. Clears the flag before the caller scans.
+        """Wait up to ``timeout`` seconds for a wake; True if woken (the flag is then clear)."""
+        ms = None if timeout is None else max(0, int(timeout * 1000 + 0.999))
+        ready = self._poller.poll(ms)
+        for fd, _mask in ready:
+            if fd != self._read_end:
+                self._sources[fd]()
+        if ready:
+            # Also the wakes the sources' own hints wrote: one look covers them all.
+            self._drain()
+        return bool(ready)
 
-        Only a wake is cleared: after a timeout, a wake that lands before the
-        clear (a signal handler runs between any two bytecodes) would be lost.
-        """
-        woken = self._flag.wait(timeout)
-        if woken:
-            self._flag.clear()
-        return woken
+    def _drain(self) -> None:
+        try:
+            while os.read(self._read_end, 4096):
+                pass
+        except BlockingIOError:
+            pass
 
     def take(self) -> tuple[bool, set[str]]:
         """``(list everything?, hinted names)`` gathered since the last take."""
@@ -71,6 +108,15 @@ class Waker:
             everything, names = self._everything, self._names
             self._everything, self._names = False, set()
         return everything, names
+
+    def wake_on_signals(self) -> Callable[[], None]:
+        """Make this the interpreter's signal wakeup descriptor (main thread); returns the undo."""
+        previous = signal.set_wakeup_fd(self._write_end, warn_on_full_buffer=False)
+        return lambda: signal.set_wakeup_fd(previous)
+
+    def close(self) -> None:
+        os.close(self._read_end)
+        os.close(self._write_end)
 
 
 def _event_filter() -> list[type[Any]]:
@@ -88,90 +134,94 @@ def _event_filter() -> list[type[Any]]:
 
 
 def Watcher(root: str, waker: Waker) -> InotifyWatcher | ObserverWatcher:  # noqa: N802 - a factory
-    """The native watcher for this platform: raw inotify on Linux, watchdog's observer elsewhere."""
-    try:
-        return InotifyWatcher(root, waker)
-    except ImportError:
-        return ObserverWatcher(root, waker)
+    """The native watcher for this platform: inotify read by the engine on Linux, watchdog's observer elsewhere.
+
+    ``CKPTWATCH_NOTIFY=watchdog`` picks watchdog's observer on Linux too.
+    """
+    if os.environ.get("CKPTWATCH_NOTIFY") != "watchdog":
+        try:
+            return InotifyWatcher(root, waker)
+        except OSError:
+            pass
+    return ObserverWatcher(root, waker)
 
 
 class InotifyWatcher:
-    """Raw inotify through watchdog's ``InotifyFD``: one reader thread, a hint per event.
+    """Raw inotify, read on the engine thread when the waker's ``poll`` says so: a hint per event.
 
-    watchdog's higher-level emitter pairs every move through a delayed queue
-    searched linearly; in a burst of saves that costs more than the saves. We
-    need only the name that changed, so we take the raw events. The kernel's
-    queue overflowing is reported here too (``on_queue_overflow``): then the
-    engine lists DIR whole.
+    watchdog's emitter pairs every move through a delayed queue searched
+    linearly, and its reader thread competes with the engine for the GIL; we
+    need only the name that changed. The kernel's queue overflowing hints
+    everything: the engine lists DIR whole.
     """
 
     def __init__(self, root: str, waker: Waker) -> None:
-        from watchdog.observers.inotify_c import InotifyConstants as C  # noqa: N814
-        from watchdog.observers.inotify_c import InotifyFD
+        from . import inotify as ino
 
         self.root = root
         self._waker = waker
-        self._fd = InotifyFD()
+        self._ino = ino.Inotify()
         self._mask = (
-            C.IN_CREATE | C.IN_DELETE | C.IN_MOVED_FROM | C.IN_MOVED_TO | C.IN_CLOSE_WRITE
-            | C.IN_DELETE_SELF | C.IN_MOVE_SELF | C.IN_ONLYDIR | C.IN_DONT_FOLLOW | C.IN_EXCL_UNLINK
+            ino.IN_CREATE | ino.IN_DELETE | ino.IN_MOVED_FROM | ino.IN_MOVED_TO | ino.IN_CLOSE_WRITE
+            | ino.IN_DELETE_SELF | ino.IN_MOVE_SELF | ino.IN_ONLYDIR | ino.IN_DONT_FOLLOW | ino.IN_EXCL_UNLINK
         )
-        self._self_gone = C.IN_DELETE_SELF | C.IN_MOVE_SELF
+        self._self_gone = ino.IN_DELETE_SELF | ino.IN_MOVE_SELF
+        self._overflow = ino.IN_Q_OVERFLOW
+        self._ignored = ino.IN_IGNORED
         self._top_by_wd: dict[int, str] = {}  # "" for DIR itself
         self._wd_by_name: dict[str, int] = {}
         self.failure: str | None = None
 
     def start(self) -> None:
         """Watch DIR; raises OSError when it cannot be watched."""
-        self._fd.start()
         self._add("")
+        self._waker.add_source(self._ino.fileno(), self._on_ready)
 
     def _add(self, name: str) -> None:
         path = os.path.join(self.root, name) if name else self.root
-        wd = self._fd.add_callback(os.fsencode(path), self._mask, self, 0)  # type: ignore[arg-type]
+        wd = self._ino.add_watch(path, self._mask)
         self._top_by_wd[wd] = name
         if name:
             self._wd_by_name[name] = wd
 
-    # watchdog's WatchCallback protocol, called on the reader thread -----------
-
-    def on_event(self, event: Any) -> None:
+    def _on_ready(self) -> None:
         try:
-            self._on_event(event)
-        except Exception as exc:  # noqa: BLE001 - the thread dies; the engine says so, once
+            if armed("observer-dies"):
+                raise RuntimeError("test hook: reading notifications fails")
+            for event in self._ino.read():
+                self._on_event(event.wd, event.mask, event.name)
+        except Exception as exc:  # noqa: BLE001 - the engine says so, once, and scans on a timer
             self.failure = f"{type(exc).__name__}: {exc}"
+            self.stop()
             self._waker.hint_everything()
-            raise SystemExit from None  # ends the thread without a traceback on stderr
 
-    def _on_event(self, event: Any) -> None:
-        if armed("observer-dies"):
-            raise RuntimeError("test hook: the notification thread dies")
-        top = self._top_by_wd.get(event.wd)
+    def _on_event(self, wd: int, mask: int, name: bytes) -> None:
+        if mask & self._overflow:
+            emit("info", "inotify queue overflowed: notifications were lost; listing the directory again",
+                 logging.WARNING)
+            self._waker.hint_everything()
+            return
+        top = self._top_by_wd.get(wd)
         if top is None:
+            return
+        if mask & self._ignored:  # the watch is gone (its directory was deleted or moved)
+            del self._top_by_wd[wd]
+            if top:
+                self._wd_by_name.pop(top, None)
+            else:
+                self._waker.hint_everything()
             return
         if top:
             self._waker.hint(top)  # something inside a watched subdirectory
-        elif event.name:
-            self._waker.hint(os.fsdecode(event.name))
-        elif event.mask & self._self_gone:
+        elif name:
+            self._waker.hint(os.fsdecode(name))
+        elif mask & self._self_gone:
             self._waker.hint_everything()
-
-    def on_watch_deleted(self, wd: int) -> None:
-        name = self._top_by_wd.pop(wd, None)
-        if name:
-            self._wd_by_name.pop(name, None)
-        elif name == "":
-            self._waker.hint_everything()
-
-    def on_queue_overflow(self) -> None:
-        emit("info", "inotify queue overflowed: notifications were lost; listing the directory again",
-             logging.WARNING)
-        self._waker.hint_everything()
 
     # What the engine calls -------------------------------------------------------
 
     def alive(self) -> bool:
-        return self.failure is None and self._fd.is_alive()
+        return self.failure is None
 
     def watch_subdirs(self, names: list[str]) -> bool:
         """Watch exactly these subdirectories of DIR; True when a watch was added.
@@ -183,10 +233,7 @@ class InotifyWatcher:
         for name in [n for n in self._wd_by_name if n not in wanted]:
             wd = self._wd_by_name.pop(name)
             self._top_by_wd.pop(wd, None)
-            try:
-                self._fd.remove_callbacks([(wd, 0)])  # type: ignore[list-item]
-            except OSError:
-                pass  # the directory is gone, and its watch with it
+            self._ino.rm_watch(wd)
         added = False
         for name in sorted(wanted - set(self._wd_by_name)):
             try:
@@ -198,9 +245,9 @@ class InotifyWatcher:
         return added
 
     def stop(self) -> None:
-        self._fd.stop()
-        if self._fd.is_alive():
-            self._fd.join(timeout=2)
+        if self._ino.fd >= 0:
+            self._waker.remove_source(self._ino.fileno())
+            self._ino.close()
 
 
 _warned_limit = False

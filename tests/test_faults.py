@@ -173,12 +173,12 @@ def test_stop_request_from_a_retried_run_writes_the_stop_file(tmp_path, ckpt, wa
     assert json.loads(stop.read_text())["listeners"] == ["20-b"]
 
 
-# --- (b) the notification thread dies -------------------------------------------------------
+# --- (b) native notifications fail -------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def observer_death(tmp_path_factory):
-    """observer-dies -- the inotify thread raises on its first notification (an unrelated
+    """observer-dies -- reading notifications raises at the first one (an unrelated
     file); step 1 is saved then, steps 2 and 3 after the death is logged. One run, checked by three tests."""
     from conftest import Watch
 
@@ -193,9 +193,9 @@ def observer_death(tmp_path_factory):
     try:
         w.wait_for(lambda r: "no checkpoint seen yet" in r["msg"])  # the first scan is over
         died_at = time.time()
-        (ckpt / "unrelated.txt").write_text("x")  # its notification kills the thread
+        (ckpt / "unrelated.txt").write_text("x")  # its notification makes reading fail
         dcp_save(ckpt, "step-1")  # no notification now: only a scan finds it
-        detected = w.wait_for(lambda r: "notification thread stopped" in r["msg"])
+        detected = w.wait_for(lambda r: "native notifications stopped" in r["msg"])
         w.wait_run("rec", "after_save", 1)
         for step in (2, 3):
             dcp_save(ckpt, f"step-{step}")
@@ -211,7 +211,7 @@ def test_observer_death_is_logged_once_and_saves_still_delivered(observer_death)
     """Result: one error line says so; every save, before and after, is delivered; exit 0."""
     w = observer_death["watch"]
     assert observer_death["code"] == 0
-    died = [r for r in w.records if "notification thread" in r["msg"]]
+    died = [r for r in w.records if "native notifications stopped" in r["msg"]]
     assert len(died) == 1, died
     assert died[0]["level"] == "error"
     assert [r["step"] for r in observer_death["records"] if r["phase"] == "done"] == [1, 2, 3]
