@@ -119,12 +119,21 @@ def examine(directory: str, layout: str = "auto", state_dir: str | None = None, 
             time.sleep(min(observation.recheck, 1.0))
             observation = chosen.scan(_view(listing, cls))
         _describe(report, chosen, observation, listing)
-        names = sorted(n for n in listing.dirs | listing.files if not cls.interesting(n, n in listing.dirs))
+        owned = [c.path for c in observation.committed] + [s.path for s in observation.in_progress]
+        names = sorted(
+            n for n in listing.dirs | listing.files
+            if not cls.interesting(n, n in listing.dirs) and not _part_of(n, owned)
+        )
         report.ignored_count = len(names)
         report.ignored = names[:_SHOWN]
     _journal(report, state_dir)
     _stop_file(report, stop_file)
     return report
+
+
+def _part_of(name: str, paths: list[str]) -> bool:
+    """Whether a top-level name belongs to one of these checkpoints (``ckpt-10`` owns ``ckpt-10.index``)."""
+    return any(name == path.split("/", 1)[0] or name.startswith(path + ".") for path in paths)
 
 
 def _describe(report: Report, layout: Layout, observation: Observation, listing: Listing) -> None:

@@ -64,7 +64,8 @@ def test_doctor_flags_stale_saves_missing_files_and_ambiguity(ckpt, tmp_path, en
     assert "also looks like hf" in text and "--layout NAME" in text
     assert "save of step 30 (ckpt-30) has not changed for 10 min" in text
     assert "'checkpoint' names ckpt-20, whose .index is missing" in text
-    assert "ignored     4: checkpoint-3" in text
+    # Files of committed checkpoints are theirs; ckpt-20 lost its .index, so its data file is not.
+    assert "ignored     2: checkpoint-3, ckpt-20.data-00000-of-00001" in text
 
 
 def test_doctor_on_an_empty_dir_and_bad_input(ckpt, tmp_path, env):

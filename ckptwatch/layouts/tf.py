@@ -27,6 +27,8 @@ _ESCAPES = {b"n": b"\n", b"t": b"\t", b"r": b"\r", b'"': b'"', b"'": b"'", b"\\"
 
 def _unescape(raw: bytes) -> bytes:
     """Undo the C escapes of a text-proto string (``\\"``, ``\\\\``, ``\\ooo``, ``\\xHH``)."""
+    if b"\\" not in raw:
+        return raw
     out = bytearray()
     i = 0
     while i < len(raw):
@@ -77,12 +79,26 @@ class TFLayout(Layout):
         # Per prefix base ("model.ckpt"): the newest step the state file named at an earlier look.
         self._newest_listed: dict[str, int] = {}
         self._seen_without_state = False
+        self._last: Observation | None = None
+        #: Per prefix the state file named at the last read, its checkpoint then (to skip the lstat).
+        self._known: dict[str, Checkpoint] = {}
+        #: The top-level names of every ``.index`` the state file named at the last read,
+        #: there or not yet: a change at one of them needs a new look.
+        self._index_names: set[str] = set()
 
     @classmethod
     def interesting(cls, name: str, is_dir: bool) -> bool:
+        # Not the .index files: the scan stats those the state file names, so a
+        # directory of 10,000 checkpoints costs it nothing it does not need.
         if is_dir:
             return name.endswith("_temp")
-        return name == STATE_FILE or ".tempstate" in name or name.endswith(".index")
+        return name == STATE_FILE or ".tempstate" in name
+
+    def _matters(self, name: str) -> bool:
+        """Whether a change at ``name`` can change what a scan sees."""
+        return (
+            name == STATE_FILE or ".tempstate" in name or name.endswith("_temp") or name in self._index_names
+        )
 
     @classmethod
     def detect(cls, listing: Listing) -> str | None:
@@ -94,6 +110,11 @@ class TFLayout(Layout):
         return None
 
     def scan(self, listing: Listing) -> Observation:
+        if self._last is not None and listing.changed is not None \
+                and not any(self._matters(name) for name in listing.changed):
+            # Only data files and temp names moved (most notifications of a save): the
+            # state file and the saves under way are as the last look left them.
+            return Observation(list(self._last.committed), list(self._last.in_progress))
         obs = Observation()
         for name in listing.dirs:
             match = _TEMP_DIR.match(name)
@@ -107,9 +128,10 @@ class TFLayout(Layout):
         if STATE_FILE not in listing.files:
             self._seen_without_state = True
         else:
-            obs.committed = self._committed(obs.problems)
+            obs.committed = self._committed(listing, obs.problems)
             obs.committed += self._between_looks(listing, obs)
             obs.committed.sort(key=lambda c: c.step)
+        self._last = obs
         return obs
 
     def _between_looks(self, listing: Listing, obs: Observation) -> list[Checkpoint]:
@@ -177,7 +199,9 @@ class TFLayout(Layout):
         prefix = os.path.dirname(base)
         return [os.path.join(prefix, n) if prefix else n for n in names]
 
-    def _committed(self, problems: list[str]) -> list[Checkpoint]:
+    def _committed(self, listing: Listing, problems: list[str]) -> list[Checkpoint]:
+        known, self._known = self._known, {}
+        self._index_names = set()
         data = self.read_marker(STATE_FILE, problems)
         if data is None:
             return []
@@ -195,11 +219,18 @@ class TFLayout(Layout):
             if not step_match:
                 problems.append(f"'checkpoint' names {named!r}, which has no -STEP suffix; ignored")
                 continue
-            index = self.stat(prefix + ".index")
+            marker = prefix + ".index"
+            top = marker.split("/", 1)[0]
+            self._index_names.add(top)
+            earlier = known.get(prefix)
+            if earlier is not None and listing.changed is not None and top not in listing.changed:
+                found[prefix] = self._known[prefix] = earlier  # no notification about it since: as it was
+                continue
+            index = self.stat(marker)
             if index is None:
                 continue  # rotated away, or the state file is ahead of the disk
-            found[prefix] = Checkpoint(
-                self.name, int(step_match.group(1)), prefix, prefix + ".index", index.st_mtime_ns, index.st_size
+            found[prefix] = self._known[prefix] = Checkpoint(
+                self.name, int(step_match.group(1)), prefix, marker, index.st_mtime_ns, index.st_size
             )
         return sorted(found.values(), key=lambda c: c.step)
 
