@@ -1,7 +1,5 @@
 """``python -m ckptwatch``: the same as the ``ckptwatch`` command."""
 
-import sys
+from .cli import entry
 
-from .cli import main
-
-sys.exit(main())
+entry()

@@ -52,6 +52,21 @@ def test_help_imports_neither_watchdog_nor_rich():
     assert out.strip().splitlines()[-1] == "[]"
 
 
+def test_help_wraps_to_columns_and_survives_a_closed_pipe(env, tmp_path):
+    """``--help`` leaves without the interpreter's teardown: its output must still be whole,
+    wrapped as click would wrap it, and a reader that stops early is no error."""
+    narrow = run_cli("--help", env={**env, "COLUMNS": "60"}, cwd=tmp_path)
+    assert narrow.returncode == 0
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 58
+    assert narrow.stdout.rstrip().splitlines()[-1].lstrip().startswith("run ")  # the last command: whole
+    gone = subprocess.Popen([sys.executable, "-m", "ckptwatch", "--help"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+    assert gone.stdout is not None and gone.stderr is not None
+    gone.stdout.close()  # the reader is gone before a byte is written (`| head -0`)
+    assert gone.wait(timeout=30) == 1  # click's status for a closed pipe
+    assert gone.stderr.read() == b""  # and no traceback
+
+
 def _ready_layout(result) -> str:
     return next(r for r in json_log(result.stderr) if r["kind"] == "ready")["layout"]
 
