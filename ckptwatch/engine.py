@@ -19,9 +19,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from . import layouts
-from .command import TrainingCommand
 from .config import Config
 from .console import emit
 from .dispatch import Dispatcher, RunContext
@@ -34,6 +34,9 @@ from .listeners import ListenerError, ListenerSpec, discover
 from .reaper import Reaper, become_subreaper
 from .runner import close_inherited_fds
 from .watch import InotifyWatcher, ObserverWatcher, Waker, Watcher
+
+if TYPE_CHECKING:
+    from .command import TrainingCommand
 
 __all__ = ["EXIT_LISTENER_FAILED", "EXIT_OK", "EXIT_USAGE", "Engine", "UsageError", "run"]
 
@@ -132,6 +135,8 @@ class Engine:
         return EXIT_LISTENER_FAILED if self.failures else EXIT_OK
 
     def _start_command(self) -> None:
+        from .command import TrainingCommand  # with subprocess: only when there is a command
+
         assert self.config.command
         env = dict(os.environ, CKPTWATCH_STOP_FILE=self.config.stop_path, CKPTWATCH_DIR=self.dir)
         self.command = TrainingCommand(self.config.command, env, self._command_exited)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -42,6 +41,8 @@ def write_stop_file(path: str, request: StopRequest) -> None:
     os.makedirs(directory, exist_ok=True)
     body = asdict(request)
     body["listener"] = request.listener
+    import tempfile  # rarely needed: not at every start
+
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

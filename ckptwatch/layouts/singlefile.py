@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import io
 import os
-import pickle
 import re
 import stat
 import struct
 import time
-import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -210,20 +208,30 @@ class _Dict(dict):  # type: ignore[type-arg]
         pass
 
 
-class _NumbersOnly(pickle.Unpickler):
-    """Runs no code: every global resolves to :class:`_Opaque`, except OrderedDict to a dict."""
+def _load_numbers_only(data: bytes) -> object:
+    """Unpickle running no code: every global resolves to :class:`_Opaque`, except OrderedDict to a dict.
 
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) == ("collections", "OrderedDict"):
-            return _Dict
-        return _Opaque
+    ``pickle`` is imported here, not at the top: only files are read this way, and
+    every start would pay for it.
+    """
+    import pickle
 
-    def persistent_load(self, pid: object) -> Any:
-        return _Opaque()
+    class NumbersOnly(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            if (module, name) == ("collections", "OrderedDict"):
+                return _Dict
+            return _Opaque
+
+        def persistent_load(self, pid: object) -> Any:
+            return _Opaque()
+
+    return NumbersOnly(io.BytesIO(data)).load()
 
 
 def pickled_step(path: str, keys: Iterable[str]) -> int | None:
     """The first of ``keys`` that the top-level dict in a ``torch.save`` zip holds as an int."""
+    import zipfile  # with pathlib and more: only when a file is read
+
     try:
         with zipfile.ZipFile(path) as archive:
             infos = [i for i in archive.infolist() if i.filename == "data.pkl" or i.filename.endswith("/data.pkl")]
@@ -233,7 +241,7 @@ def pickled_step(path: str, keys: Iterable[str]) -> int | None:
             if info.file_size > MAX_PICKLE:
                 return None
             data = archive.read(info)
-        obj = _NumbersOnly(io.BytesIO(data)).load()
+        obj = _load_numbers_only(data)
     except Exception:  # noqa: BLE001 - any unreadable content simply has no step
         return None
     if isinstance(obj, dict):
