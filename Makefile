@@ -12,6 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[test]' --config-settings editable_mode=compat
+	$(PY) -m compileall -q ckptwatch  # as a wheel install would: starts skip compiling
 	touch $@
 
 # Train a small model that saves every 20 steps; ckptwatch runs listeners.d/ on

@@ -463,6 +463,11 @@ def main(argv=None) -> int:
     results: dict[str, dict] = {}
     order = [t.name for t in tools]
 
+    if not args.ckptwatch:
+        # An installed package has its bytecode compiled (pip does it); a source
+        # checkout under PYTHONDONTWRITEBYTECODE never would: every start would pay for it.
+        import compileall
+        compileall.compile_dir(str(HERE.parent / "ckptwatch"), quiet=1)
     log("checking tools ...")
     ready_tools = []
     for t in tools:
