@@ -517,7 +517,7 @@ def main(argv=None) -> int:
             "kernel": platform.release(), "python": sys.version.split()[0],
             "duration_s": round(time.monotonic() - t_start, 1),
             "args": {k: (sorted(v) if isinstance(v, set) else v) for k, v in vars(args).items()},
-            "commit": "os.replace(checkpoint.tmp<hex>, checkpoint); time.time_ns() after it",
+            "commit": "time.time_ns(), then os.replace(checkpoint.tmp<hex>, checkpoint)",
             "latency": "listener's $EPOCHREALTIME minus commit time",
         },
         "order": order,
