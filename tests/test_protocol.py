@@ -3,9 +3,11 @@ stdin, the environment, subscriptions, exit 3, timeouts, discovery."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -254,3 +256,29 @@ def test_a_slow_listener_holds_back_only_itself(ckpt, tmp_path, watch, records_p
     w.send(signal.SIGTERM)
     assert w.wait_exit() == 0
     assert summary(read_records(records_path), "10-slow") == [("after_save", s) for s in range(1, 6)]
+
+
+def test_a_listener_gets_its_three_descriptors_only_even_when_ckptwatch_inherited_more(ckpt, tmp_path, env, records_path):
+    """Steps: ckptwatch started with stdin closed and an inheritable descriptor (50 or above) open (as a
+    shell's `7>file` or a supervisor's socket would leave it); one save; --once.
+    Result: the listener reads its payload on stdin, and has 0, 1 and 2 open, nothing else
+    (listeners start with posix_spawn, which closes no descriptor itself)."""
+    dcp_save(ckpt, "step-1")
+    write_listener(tmp_path / "l", "rec", events="after_save",
+                   before="record['fds'] = sorted(int(fd) for fd in os.listdir('/proc/self/fd'))")
+    opened = os.open(tmp_path / "inherited", os.O_CREAT | os.O_WRONLY, 0o644)
+    leak = fcntl.fcntl(opened, fcntl.F_DUPFD, 50)  # a number the recorder's own files never get
+    os.close(opened)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "ckptwatch", "run", str(ckpt), "--once", "-l", str(tmp_path / "l"),
+             "--log-format", "json"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
+            pass_fds=(leak,), preexec_fn=lambda: os.close(0),
+        )
+    finally:
+        os.close(leak)
+    assert result.returncode == 0, result.stderr
+    [record] = read_records(records_path)
+    assert record["stdin"]["step"] == 1
+    assert leak not in record["fds"], record["fds"]
