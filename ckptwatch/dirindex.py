@@ -18,6 +18,7 @@ its checkpoints, not to the files beside them.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import time
 from collections.abc import Iterable
@@ -62,6 +63,7 @@ class DirIndex:
         self.root = root
         self.ignore = ignore
         self._candidates = list(candidates)
+        self._name_filter = _name_filter(self._candidates)
         self._entries: dict[str, bool] = {}  # interesting name -> is a directory
         self._views: dict[type[Layout], _View] = {}
         self._listed_mtime: int | None = None
@@ -74,6 +76,7 @@ class DirIndex:
     def narrow(self, layout: type[Layout]) -> None:
         """From now on only ``layout`` matters (auto-detection decided): forget the rest."""
         self._candidates = [layout]
+        self._name_filter = _name_filter(self._candidates)
         self._entries = {n: d for n, d in self._entries.items() if layout.interesting(n, d)}
         self._views = {cls: view for cls, view in self._views.items() if cls is layout}
 
@@ -113,17 +116,7 @@ class DirIndex:
         ):
             return False
         started = time.time_ns()
-        entries: dict[str, bool] = {}
-        with os.scandir(self.root) as found:
-            for entry in found:
-                if entry.name in self.ignore:
-                    continue
-                try:
-                    is_dir = entry.is_dir(follow_symlinks=False)
-                except OSError:
-                    continue
-                if self._keep(entry.name, is_dir):
-                    entries[entry.name] = is_dir
+        entries = self._list_entries() if self._name_filter is None else self._list_names(self._name_filter)
         changed = [n for n in self._entries.keys() - entries.keys()]
         changed += [n for n, d in entries.items() if self._entries.get(n) is not d]
         self._entries = entries
@@ -135,6 +128,38 @@ class DirIndex:
         self._listed_at = started
         self.full_listings += 1
         return True
+
+    def _list_entries(self) -> dict[str, bool]:
+        """Every entry, its kind from the directory itself (``d_type``), filtered in Python."""
+        entries: dict[str, bool] = {}
+        with os.scandir(self.root) as found:
+            for entry in found:
+                if entry.name in self.ignore:
+                    continue
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    continue
+                if self._keep(entry.name, is_dir):
+                    entries[entry.name] = is_dir
+        return entries
+
+    def _list_names(self, pattern: re.Pattern[str]) -> dict[str, bool]:
+        """The names only, filtered by the layouts' name patterns in C; ``lstat`` for the few left.
+
+        Beside a million unrelated files it takes about half the time of :meth:`_list_entries`.
+        """
+        entries: dict[str, bool] = {}
+        for name in filter(pattern.search, os.listdir(self.root)):
+            if name in self.ignore:
+                continue
+            try:
+                is_dir = stat.S_ISDIR(os.lstat(os.path.join(self.root, name)).st_mode)
+            except OSError:
+                continue  # gone since the listing
+            if self._keep(name, is_dir):
+                entries[name] = is_dir
+        return entries
 
     def refresh(self, names: Iterable[str]) -> None:
         """Look again at these names only (they were hinted by notifications)."""
@@ -165,3 +190,11 @@ class DirIndex:
     def dirs(self, limit: int) -> list[str]:
         """Up to ``limit`` subdirectories, whatever their names (for an undecided layout)."""
         return sorted(name for name, is_dir in self._entries.items() if is_dir)[:limit]
+
+
+def _name_filter(candidates: list[type[Layout]]) -> re.Pattern[str] | None:
+    """One pattern that every name any candidate keeps matches; None when a candidate has none."""
+    patterns = [cls.name_pattern_hint for cls in candidates]
+    if not patterns or any(p is None for p in patterns):
+        return None
+    return re.compile("|".join(f"(?:{p})" for p in patterns))

@@ -143,6 +143,10 @@ class Layout:
         self._settled_checkpoints: dict[str, Checkpoint] = {}
         self._full_passes = 0
 
+    #: A regular expression (for ``re.search``) that every name ``interesting`` keeps
+    #: matches, so a full listing can filter names in C; None: any name may be.
+    name_pattern_hint: ClassVar[str | None] = None
+
     @classmethod
     def interesting(cls, name: str, is_dir: bool) -> bool:
         """Whether a top-level entry can matter to this layout (cheap: called per name).

@@ -37,6 +37,8 @@ class HFLayout(Layout):
         # a settled checkpoint costs one stat per scan, not a read.
         self._parsed: dict[str, tuple[int, int, bool]] = {}
 
+    name_pattern_hint = r"\A(?:tmp-)?checkpoint-"
+
     @classmethod
     def interesting(cls, name: str, is_dir: bool) -> bool:
         return is_dir and (name.startswith("checkpoint-") or name.startswith("tmp-checkpoint-"))

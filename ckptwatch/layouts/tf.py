@@ -86,6 +86,8 @@ class TFLayout(Layout):
         #: there or not yet: a change at one of them needs a new look.
         self._index_names: set[str] = set()
 
+    name_pattern_hint = r"\Acheckpoint\Z|\.tempstate|_temp\Z"
+
     @classmethod
     def interesting(cls, name: str, is_dir: bool) -> bool:
         # Not the .index files: the scan stats those the state file names, so a
