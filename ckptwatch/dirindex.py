@@ -17,6 +17,7 @@ its checkpoints, not to the files beside them.
 
 from __future__ import annotations
 
+import operator
 import os
 import re
 import stat
@@ -26,6 +27,8 @@ from collections.abc import Iterable
 from .layouts.base import Layout, Listing
 
 __all__ = ["DirIndex"]
+
+_entry_name = operator.attrgetter("name")
 
 #: An mtime this much older than the listing that read it cannot hide a later change
 #: in the same coarse clock tick (the "racy mtime" of git's index).
@@ -147,10 +150,13 @@ class DirIndex:
     def _list_names(self, pattern: re.Pattern[str]) -> dict[str, bool]:
         """The names only, filtered by the layouts' name patterns in C; ``lstat`` for the few left.
 
-        Beside a million unrelated files it takes about half the time of :meth:`_list_entries`.
+        Beside a million unrelated files it takes about half the time of
+        :meth:`_list_entries`, in the same constant memory.
         """
         entries: dict[str, bool] = {}
-        for name in filter(pattern.search, os.listdir(self.root)):
+        with os.scandir(self.root) as found:  # streamed: os.listdir would hold every name at once
+            kept = list(filter(pattern.search, map(_entry_name, found)))
+        for name in kept:
             if name in self.ignore:
                 continue
             try:
