@@ -17,6 +17,7 @@ its checkpoints, not to the files beside them.
 
 from __future__ import annotations
 
+import itertools
 import operator
 import os
 import re
@@ -134,37 +135,31 @@ class DirIndex:
 
     def _list_entries(self) -> dict[str, bool]:
         """Every entry, its kind from the directory itself (``d_type``), filtered in Python."""
-        entries: dict[str, bool] = {}
         with os.scandir(self.root) as found:
-            for entry in found:
-                if entry.name in self.ignore:
-                    continue
-                try:
-                    is_dir = entry.is_dir(follow_symlinks=False)
-                except OSError:
-                    continue
-                if self._keep(entry.name, is_dir):
-                    entries[entry.name] = is_dir
-        return entries
+            return self._kept(found)
 
     def _list_names(self, pattern: re.Pattern[str]) -> dict[str, bool]:
-        """The names only, filtered by the layouts' name patterns in C; ``lstat`` for the few left.
+        """The same, with the names filtered by the layouts' name patterns in C first.
 
-        Beside a million unrelated files it takes about half the time of
-        :meth:`_list_entries`, in the same constant memory.
+        Beside a million unrelated files it takes two thirds of the time of
+        :meth:`_list_entries`, in the same constant memory (``os.listdir``
+        would hold every name at once); the entries kept still say their kind.
         """
+        with os.scandir(self.root) as found:
+            for_names, for_entries = itertools.tee(found)
+            return self._kept(itertools.compress(for_entries, map(pattern.search, map(_entry_name, for_names))))
+
+    def _kept(self, found: Iterable[os.DirEntry[str]]) -> dict[str, bool]:
         entries: dict[str, bool] = {}
-        with os.scandir(self.root) as found:  # streamed: os.listdir would hold every name at once
-            kept = list(filter(pattern.search, map(_entry_name, found)))
-        for name in kept:
-            if name in self.ignore:
+        for entry in found:
+            if entry.name in self.ignore:
                 continue
             try:
-                is_dir = stat.S_ISDIR(os.lstat(os.path.join(self.root, name)).st_mode)
+                is_dir = entry.is_dir(follow_symlinks=False)
             except OSError:
-                continue  # gone since the listing
-            if self._keep(name, is_dir):
-                entries[name] = is_dir
+                continue
+            if self._keep(entry.name, is_dir):
+                entries[entry.name] = is_dir
         return entries
 
     def refresh(self, names: Iterable[str]) -> None:
