@@ -104,6 +104,21 @@ def test_once_delivers_what_is_there(layout, ckpt, tmp_path, env, records_path):
     assert not warnings(result.stderr)
 
 
+class _StoppedBeforeCommit(Exception):
+    pass
+
+
+def save_up_to_the_commit(writer, step: int) -> None:
+    """Run ``writer.save(step)`` and stop it just before its commit write."""
+
+    def stop(phase: str) -> None:
+        if phase == "commit":
+            raise _StoppedBeforeCommit
+
+    with pytest.raises(_StoppedBeforeCommit):
+        writer.save(step, stop)
+
+
 @pytest.mark.parametrize("layout", sorted(WRITERS))
 def test_save_in_progress_never_commits(layout, ckpt, tmp_path, env, records_path):
     """Steps: two saves; a third stopped just before its commit write; ``run --once``.
@@ -112,16 +127,7 @@ def test_save_in_progress_never_commits(layout, ckpt, tmp_path, env, records_pat
     writer = make(ckpt)
     writer.save(10)
     writer.save(20)
-
-    class Stop(Exception):
-        pass
-
-    def stop(phase: str) -> None:
-        if phase == "commit":
-            raise Stop
-
-    with pytest.raises(Stop):
-        writer.save(30, stop)
+    save_up_to_the_commit(writer, 30)
     write_listener(tmp_path / "listeners", "rec")
     args = ["--layout", spec] if layout == "marker" else []
     once(ckpt, tmp_path, env, *args)
@@ -255,16 +261,7 @@ def test_ray_save_in_progress_announced_without_step_metric(ckpt, tmp_path, env,
     writer = Ray(ckpt, step_metric=False)
     writer.save(1)
     writer.save(2)
-
-    class Stop(Exception):
-        pass
-
-    def stop(phase: str) -> None:
-        if phase == "commit":
-            raise Stop
-
-    with pytest.raises(Stop):
-        writer.save(3, stop)
+    save_up_to_the_commit(writer, 3)
     write_listener(tmp_path / "listeners", "rec")
     once(ckpt, tmp_path, env)
     events = summary(read_records(records_path))
