@@ -67,3 +67,24 @@ def saved(step, path, pace):
     _state["done"] += 1
     if pace > 0 and _state["done"] < _state["saves"]:
         time.sleep(pace)
+
+
+def tiny_torch_training(saves, every=5):
+    """Train a tiny torch Linear model by plain SGD; yield (step, model) at steps every, 2*every, ...
+
+    torch is imported here, after this module has set the environment.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 4)
+    for step in range(1, every * saves + 1):
+        loss = model(torch.randn(16, 8)).pow(2).mean()
+        model.zero_grad()
+        loss.backward()
+        with torch.no_grad():  # plain SGD: torch.optim would import torch._dynamo (+1.2 s)
+            for p in model.parameters():
+                p -= 0.1 * p.grad
+        if step % every == 0:
+            yield step, model

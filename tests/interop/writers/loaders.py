@@ -45,11 +45,16 @@ def _tf_reader(prefix):
     return reader
 
 
-def load_tf1(prefix):
-    """A TF1 Saver prefix DIR/model.ckpt-N: read every variable, check global_step == N."""
+def _tf_values(prefix):
+    """Every variable of a TF checkpoint prefix, and the step its name ends in."""
     reader = _tf_reader(prefix)
     values = {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()}
-    step = int(prefix.rsplit("-", 1)[1])
+    return values, int(prefix.rsplit("-", 1)[1])
+
+
+def load_tf1(prefix):
+    """A TF1 Saver prefix DIR/model.ckpt-N: read every variable, check global_step == N."""
+    values, step = _tf_values(prefix)
     if int(values["global_step"]) != step:
         raise ValueError(f"global_step {values['global_step']} != {step}")
     return values
@@ -57,9 +62,7 @@ def load_tf1(prefix):
 
 def load_tf2(prefix):
     """A tf.train.Checkpoint prefix DIR/ckpt-N: read every variable, check step == N."""
-    reader = _tf_reader(prefix)
-    values = {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()}
-    step = int(prefix.rsplit("-", 1)[1])
+    values, step = _tf_values(prefix)
     got = values.get("step/.ATTRIBUTES/VARIABLE_VALUE")
     if got is not None and int(got) != step:
         raise ValueError(f"step {got} != {step}")

@@ -11,21 +11,9 @@ import _common
 
 a = _common.args(__doc__)
 
-import torch
 import torch.distributed.checkpoint as dcp
 
-torch.set_num_threads(1)
-torch.manual_seed(0)
-model = torch.nn.Linear(8, 4)
-every = 5
-for step in range(1, every * a.saves + 1):
-    loss = model(torch.randn(16, 8)).pow(2).mean()
-    model.zero_grad()
-    loss.backward()
-    with torch.no_grad():  # plain SGD: torch.optim would import torch._dynamo (+1.2 s)
-        for p in model.parameters():
-            p -= 0.1 * p.grad
-    if step % every == 0:
-        path = os.path.join(a.dir, f"step-{step}")
-        dcp.save({"model": model.state_dict(), "step": step}, checkpoint_id=path)
-        _common.saved(step, path, a.pace)
+for step, model in _common.tiny_torch_training(a.saves):
+    path = os.path.join(a.dir, f"step-{step}")
+    dcp.save({"model": model.state_dict(), "step": step}, checkpoint_id=path)
+    _common.saved(step, path, a.pace)

@@ -18,26 +18,14 @@ a = _common.args(__doc__, lambda p: (
 
 import torch
 
-torch.set_num_threads(1)
-torch.manual_seed(0)
-model = torch.nn.Linear(8, 4)
-every = 5
-for step in range(1, every * a.saves + 1):
-    x = torch.randn(16, 8)
-    loss = model(x).pow(2).mean()
-    model.zero_grad()
-    loss.backward()
-    with torch.no_grad():  # plain SGD: torch.optim would import torch._dynamo (+1.2 s)
-        for p in model.parameters():
-            p -= 0.1 * p.grad
-    if step % every == 0:
-        path = os.path.join(a.dir, "last.pt" if a.last else f"model_{step}.pt")
-        obj = {"step": step, "model": model.state_dict()}
-        if a.mb:
-            obj["pad"] = torch.zeros(int(a.mb * 2**18))  # float32: 2**18 per MiB
-        if a.atomic:
-            torch.save(obj, path + ".tmp")
-            os.replace(path + ".tmp", path)
-        else:
-            torch.save(obj, path)
-        _common.saved(step, path, a.pace)
+for step, model in _common.tiny_torch_training(a.saves):
+    path = os.path.join(a.dir, "last.pt" if a.last else f"model_{step}.pt")
+    obj = {"step": step, "model": model.state_dict()}
+    if a.mb:
+        obj["pad"] = torch.zeros(int(a.mb * 2**18))  # float32: 2**18 per MiB
+    if a.atomic:
+        torch.save(obj, path + ".tmp")
+        os.replace(path + ".tmp", path)
+    else:
+        torch.save(obj, path)
+    _common.saved(step, path, a.pace)
