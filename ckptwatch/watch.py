@@ -54,9 +54,13 @@ class Waker:
         self._poller = select.poll()
         self._poller.register(self._read_end, select.POLLIN)
         self._sources: dict[int, Callable[[], None]] = {}
+        #: The thread running sources inside :meth:`wait`: its hints need no wake, wait returns True.
+        self._hinting_thread: int | None = None
 
     def wake(self) -> None:
         """Look again at what is known (markers), without relisting DIR."""
+        if threading.get_ident() == self._hinting_thread:
+            return  # a source's hint, inside wait: no write to read back at once
         try:
             os.write(self._write_end, b"w")
         except BlockingIOError:
@@ -87,12 +91,15 @@ class Waker:
         """Wait up to ``timeout`` seconds for a wake; True if woken (the flag is then clear)."""
         ms = None if timeout is None else max(0, int(timeout * 1000 + 0.999))
         ready = self._poller.poll(ms)
-        for fd, _mask in ready:
-            if fd != self._read_end:
-                self._sources[fd]()
-        if ready:
-            # Also the wakes the sources' own hints wrote: one look covers them all.
-            self._drain()
+        self._hinting_thread = threading.get_ident()
+        try:
+            for fd, _mask in ready:
+                if fd == self._read_end:
+                    self._drain()
+                else:
+                    self._sources[fd]()
+        finally:
+            self._hinting_thread = None
         return bool(ready)
 
     def _drain(self) -> None:

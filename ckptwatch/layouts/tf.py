@@ -98,9 +98,7 @@ class TFLayout(Layout):
 
     def _matters(self, name: str) -> bool:
         """Whether a change at ``name`` can change what a scan sees."""
-        return (
-            name == STATE_FILE or ".tempstate" in name or name.endswith("_temp") or name in self._index_names
-        )
+        return self.interesting(name, False) or self.interesting(name, True) or name in self._index_names
 
     @classmethod
     def detect(cls, listing: Listing) -> str | None:
