@@ -112,6 +112,30 @@ def test_failing_listener_is_logged_and_others_go_on(ckpt, tmp_path, env, record
     assert [(r["listener"], r["step"], r["exit"]) for r in failed] == [("10-broken", 1, 1), ("10-broken", 2, 1)]
 
 
+def test_a_listener_that_cannot_be_executed_is_one_line_per_run_and_others_go_on(ckpt, tmp_path, env, records_path):
+    """Steps: an executable file that is no program (binary garbage, no #! line) beside a
+    recording listener; two saves; --once.
+    Result: one error line per run naming the file and the reason, no traceback; the other
+    listener gets every event; exit 1."""
+    dcp_save(ckpt, "step-1")
+    dcp_save(ckpt, "step-2")
+    listeners = tmp_path / "l"
+    write_listener(listeners, "20-rec", events="after_save")
+    garbage = listeners / "10-garbage"
+    garbage.write_bytes(b"\x00\x01 not a program")
+    garbage.chmod(0o755)
+    result = run_once(ckpt, tmp_path, env, "-l", str(listeners))
+    assert result.returncode == 1
+    assert summary(read_records(records_path), "20-rec") == [("after_save", 1), ("after_save", 2)]
+    log = json_log(result.stderr)
+    assert [line for line in result.stderr.splitlines() if not line.startswith("{")] == []
+    errors = [r for r in log if r.get("listener") == "10-garbage" and r["level"] == "error"]
+    # begin, before_save x2, after_save x2, end: each one line, naming the file and why.
+    assert len(errors) == 6, errors
+    assert all("could not run" in r["msg"] and "Exec format error" in r["msg"] and "10-garbage" in r["msg"]
+               for r in errors)
+
+
 def test_hanging_listener_and_its_children_are_killed_at_the_timeout(ckpt, tmp_path, env, records_path):
     dcp_save(ckpt, "step-1")
     pid_file = tmp_path / "child.pid"
