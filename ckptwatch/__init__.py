@@ -14,8 +14,8 @@ __all__ = ["CheckpointSaverListener", "Event", "__version__", "stop_requested"]
 
 if TYPE_CHECKING:
     from .events import Event
-    from .pylistener import CheckpointSaverListener
-    from .stopfile import stop_requested
+    from .listener import CheckpointSaverListener
+    from .delivery.stopfile import stop_requested
 
 
 def __getattr__(name: str) -> Any:
@@ -25,11 +25,11 @@ def __getattr__(name: str) -> Any:
 
         return Event
     if name == "CheckpointSaverListener":
-        from .pylistener import CheckpointSaverListener
+        from .listener import CheckpointSaverListener
 
         return CheckpointSaverListener
     if name == "stop_requested":
-        from .stopfile import stop_requested
+        from .delivery.stopfile import stop_requested
 
         return stop_requested
     raise AttributeError(f"module 'ckptwatch' has no attribute {name!r}")

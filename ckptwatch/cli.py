@@ -114,7 +114,7 @@ def run(ctx: click.Context, **options: Any) -> None:
       ckptwatch run /ckpt --once -l listeners.d      # CI: deliver what is there, then end
     """
     from .config import Config, ConfigError
-    from .console import setup_logging
+    from .report.console import setup_logging
     from .engine import UsageError, run as run_engine
 
     global _watcher_ran
@@ -147,7 +147,7 @@ def doctor(dir: str, layout: str, state_dir: str | None, stop_file: str | None, 
 
     Run it first when a listener does not fire. It only reads.
     """
-    from .doctor import examine
+    from .tools.doctor import examine
     from .layouts import UnknownLayout
 
     try:

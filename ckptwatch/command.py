@@ -14,7 +14,7 @@ import subprocess
 import threading
 from collections.abc import Callable, Sequence
 
-from .reaper import spawning
+from .delivery.reaper import spawning
 
 __all__ = ["TrainingCommand"]
 

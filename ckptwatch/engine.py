@@ -23,17 +23,17 @@ from typing import TYPE_CHECKING
 
 from . import layouts
 from .config import Config
-from .console import emit
-from .dispatch import Dispatcher, RunContext
+from .report.console import emit
+from .delivery.dispatch import Dispatcher, RunContext
 from .events import Event
-from .journal import Journal, JournalBusy
+from .delivery.journal import Journal, JournalBusy
 from .dirindex import DirIndex
-from .fstype import filesystem_type, needs_polling
+from .sources.fstype import filesystem_type, needs_polling
 from .layouts.base import Layout, Observation
-from .listeners import ListenerError, ListenerSpec, discover
-from .reaper import Reaper, become_subreaper
-from .runner import close_inherited_fds
-from .watch import InotifyWatcher, ObserverWatcher, Waker, Watcher
+from .delivery.listeners import ListenerError, ListenerSpec, discover
+from .delivery.reaper import Reaper, become_subreaper
+from .delivery.runner import close_inherited_fds
+from .sources.watch import InotifyWatcher, ObserverWatcher, Waker, Watcher
 
 if TYPE_CHECKING:
     from .command import TrainingCommand

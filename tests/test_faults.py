@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 from test_protocol import dcp_save
 
 from ckptwatch.events import Event
-from ckptwatch.journal import FINISHED, Journal
+from ckptwatch.delivery.journal import FINISHED, Journal
 from ckptwatch.layouts.base import Checkpoint, Observation
 
 # --- (a) each named crash point -------------------------------------------------------------

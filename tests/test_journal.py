@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ckptwatch.events import Event
-from ckptwatch.journal import Journal, JournalBusy
+from ckptwatch.delivery.journal import Journal, JournalBusy
 
 AFTER = Event("after_save", 5, "step-5", "dcp|step-5|5|1|1", observed=True, marker="step-5/.metadata")
 

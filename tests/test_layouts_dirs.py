@@ -375,7 +375,7 @@ def test_orbax_legacy_rename_without_commit_files(ckpt, tmp_path, env, records_p
 
 def test_filesystem_type_reads_mountinfo(tmp_path):
     """A DIR on a gcsfuse mount is an object store (commit_success.txt needed); the longest mount wins."""
-    from ckptwatch.fstype import filesystem_type as mount_fstype
+    from ckptwatch.sources.fstype import filesystem_type as mount_fstype
 
     info = tmp_path / "mountinfo"
     info.write_text(

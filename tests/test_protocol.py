@@ -200,7 +200,7 @@ def test_python_listener_class(ckpt, tmp_path, env):
     script.parent.mkdir()
     script.write_text(
         f"#!{sys.executable}\n# ckptwatch: events=after_save,end\n"
-        "from ckptwatch import CheckpointSaverListener\nfrom ckptwatch.pylistener import serve\n"
+        "from ckptwatch import CheckpointSaverListener\nfrom ckptwatch.listener import serve\n"
         "class Stopper(CheckpointSaverListener):\n"
         "    def after_save(self, event):\n"
         "        print(f'saw {event.step} at {event.checkpoint}')\n"

@@ -29,7 +29,7 @@ import os
 import re
 import stat
 
-from ..fstype import filesystem_type
+from ..sources.fstype import filesystem_type
 from .base import Checkpoint, Layout, Listing, Observation, SaveInProgress
 
 __all__ = ["OrbaxLayout"]

@@ -25,9 +25,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .events import Event
-from .faults import armed, die
-from .tracker import LastCommit, Tracker
+from ..events import Event
+from ..faults import armed, die
+from ..tracker import LastCommit, Tracker
 
 __all__ = ["FINISHED", "Journal", "JournalBusy", "PendingRun", "QueuedEvent"]
 

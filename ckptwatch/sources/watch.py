@@ -23,8 +23,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .console import emit
-from .faults import armed
+from ..report.console import emit
+from ..faults import armed
 
 if TYPE_CHECKING:
     from watchdog.observers.api import BaseObserver, ObservedWatch

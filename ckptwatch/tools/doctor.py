@@ -16,11 +16,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import layouts
-from .fstype import filesystem_type, needs_polling
-from .journal import FINISHED, JOURNAL_NAME
-from .layouts.base import Layout, Listing, Observation
-from .stopfile import read_stop_file
+from .. import layouts
+from ..sources.fstype import filesystem_type, needs_polling
+from ..delivery.journal import FINISHED, JOURNAL_NAME
+from ..layouts.base import Layout, Listing, Observation
+from ..delivery.stopfile import read_stop_file
 
 __all__ = ["Report", "examine"]
 

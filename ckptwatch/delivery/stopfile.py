@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .faults import crash_point
+from ..faults import crash_point
 
 __all__ = ["StopRequest", "read_stop_file", "stop_requested", "write_stop_file"]
 

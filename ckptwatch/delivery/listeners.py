@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .events import EVENT_NAMES, EventName
+from ..events import EVENT_NAMES, EventName
 
 __all__ = ["ListenerError", "ListenerSpec", "discover", "read_subscription"]
 

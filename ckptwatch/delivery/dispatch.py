@@ -21,9 +21,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .console import emit
-from .events import Event
-from .faults import crash_point
+from ..report.console import emit
+from ..events import Event
+from ..faults import crash_point
 from .journal import Journal, PendingRun
 from .listeners import ListenerSpec
 from .pin import Pin, PinError, pin_checkpoint

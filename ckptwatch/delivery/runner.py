@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .faults import crash_point
+from ..faults import crash_point
 from .reaper import descendants, forget, kill_all, spawning
 
 __all__ = [

@@ -22,7 +22,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 
-from .console import emit
+from ..report.console import emit
 
 __all__ = ["Pin", "PinError", "pin_checkpoint"]
 

@@ -1,0 +1,1 @@
+"""What the watcher tells people and machines: the log (rich, plain lines or JSON lines)."""

@@ -1,0 +1,1 @@
+"""Commands that help a person around a watcher: ``doctor``."""
