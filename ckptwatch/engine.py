@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from . import layouts
 from .config import Config
 from .report.console import emit
+from .report.hub import Hub, SessionFacts
 from .delivery.dispatch import Dispatcher, RunContext
 from .events import Event
 from .delivery.journal import Journal, JournalBusy
@@ -69,6 +70,8 @@ class Engine:
         self.exit_signal: int | None = None
         self.force_signal: int | None = None
         self.failures = 0
+        #: Where every session tells what happened (metrics, reports, status files subscribe here).
+        self.hub = Hub()
 
     # Start and finish ----------------------------------------------------------
 
@@ -111,6 +114,7 @@ class Engine:
                     self.command.kill()
                 if reaper is not None:
                     reaper.stop()
+                self.hub.close()
         self.waker.close()
         return self._exit_status()
 
@@ -220,6 +224,9 @@ class Session:
         self._once_rechecks = 0
         #: What the session did, logged at its end: a commit should cost few scans and no waits.
         self.stats = {"scans": 0, "commits": 0, "recheck_waits": 0}
+        self.hub = engine.hub
+        #: When each save under way was seen starting (wall clock), for the save's duration.
+        self._save_started: dict[tuple[str, int], float] = {}
         self._problems_seen: set[str] = set()
         self._said_undecided = False
         self._said_unclaimed = False
@@ -262,10 +269,12 @@ class Session:
         if pins is not None:
             shutil.rmtree(pins, ignore_errors=True)  # pins of a crashed session
         self.context = RunContext(self.dir, config.stop_path, self.run_id, pin_dir=pins)
+        self.hub.session_started(SessionFacts(self.run_id, self.dir, config.stop_path, config.state_path,
+                                              tuple(spec.name for spec in self.engine.listeners), os.getpid()))
         if config.layout != "auto":
             self._use_layout(config.layout, "chosen with --layout", fixed=True)
         self.tracker = self.journal.tracker()
-        self.dispatcher = Dispatcher(self.engine.listeners, self.journal, self.context)
+        self.dispatcher = Dispatcher(self.engine.listeners, self.journal, self.context, self.hub)
         self.dispatcher.start()
         self._dispatch(self.tracker.begin())
         self.dispatcher.resume(self.journal.pending())
@@ -394,7 +403,10 @@ class Session:
         previous = self.tracker.last.step if self.tracker.last else None
         events = self.tracker.observe(observation)
         # Listeners start first; the log lines (handed to another thread) come after.
-        counts = [self.dispatcher.dispatch(event) for event in events]
+        counts = []
+        for event in events:
+            self._tell_hub(event)
+            counts.append(self.dispatcher.dispatch(event))
         for event, count in zip(events, counts):
             if event.name == "after_save":
                 self.stats["commits"] += 1
@@ -409,6 +421,18 @@ class Session:
             self.index.narrow(type(layout))
         if self.watcher is not None and self.watcher.watch_subdirs(observation.watch):
             self.engine.waker.wake()  # a new watch may have missed what came before it
+
+    def _tell_hub(self, event: Event) -> None:
+        """Saves seen starting and commits, for the reporters (quick: on the commit path)."""
+        if event.step is None or event.checkpoint is None:
+            return
+        if event.name == "after_save":
+            started = self._save_started.pop((event.checkpoint, event.step), None)
+            self.hub.committed(event, time.time(), started)
+        elif event.name == "before_save" and event.observed:
+            now = time.time()
+            self._save_started[(event.checkpoint, event.step)] = now
+            self.hub.save_started(event.step, event.checkpoint, now)
 
     def _skip_at_start(self, observation: Observation) -> None:
         """``--start-from``: on a first start, which checkpoints already there get no events."""
@@ -469,6 +493,7 @@ class Session:
         self.layout_fixed = fixed
         self.context.layout = name
         emit("info", f"layout {name} ({self.layout.framework}): {why}", layout=name)
+        self.hub.layout_chosen(name, why)
 
     def _dispatch(self, event: Event) -> None:
         self._say_event(event, self.dispatcher.dispatch(event))
@@ -510,6 +535,7 @@ class Session:
         dispatcher.close()
         self.journal.close()
         engine.failures += dispatcher.failures
+        self.hub.session_ended(reason)
         stats = {**self.stats, "full_listings": self.index.full_listings}
         emit("info", f"session {self.run_id} ended ({reason})", reason=reason, **stats)
 

@@ -7,7 +7,8 @@ output and records the outcome: the commit-to-start path crosses no thread.
 A :class:`Delivery` is one event handed to its
 listeners; when the last of them has finished, the stop file is written if
 any asked (exit 3 from ``after_save``), as ``CheckpointSaverHook._save`` runs
-every listener and ORs their answers.
+every listener and ORs their answers. Every outcome is told to the
+:class:`~ckptwatch.report.hub.Hub`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..report.console import emit
+from ..report.hub import Hub, RunRecord
 from ..events import Event
 from ..faults import crash_point
 from .journal import Journal, PendingRun
@@ -52,13 +54,16 @@ class RunContext:
 class Delivery:
     """One event for a set of listeners; collects their stop requests."""
 
-    def __init__(self, event: Event, event_id: int | None, listeners: list[str], on_stop: Callable[[Delivery], None]):
+    def __init__(self, event: Event, event_id: int | None, listeners: list[str], on_last: Callable[[Delivery], None]):
+        """``on_last`` is called once the last of ``listeners`` has finished."""
         self.event = event
         self.event_id = event_id
         self._remaining = len(listeners)
         self._lock = threading.Lock()
-        self._on_stop = on_stop
+        self._on_last = on_last
         self.stop_requests: list[tuple[str, str]] = []
+        #: A run was cut off or dropped by a shutdown: the next session finishes this event.
+        self.cut_off = False
         self._pin: Pin | None = None
         self._pin_tried = False
 
@@ -85,8 +90,8 @@ class Delivery:
             last = self._remaining == 0
         if last and self._pin is not None:
             self._pin.release(self.event.checkpoint or "")
-        if last and self.stop_requests:
-            self._on_stop(self)
+        if last:
+            self._on_last(self)
 
 
 @dataclass
@@ -110,10 +115,13 @@ class _Started:
 
 
 class Dispatcher:
-    def __init__(self, listeners: list[ListenerSpec], journal: Journal, context: RunContext) -> None:
+    def __init__(
+        self, listeners: list[ListenerSpec], journal: Journal, context: RunContext, hub: Hub | None = None
+    ) -> None:
         self.listeners = listeners
         self.journal = journal
         self.context = context
+        self.hub = hub or Hub()
         self.failures = 0
         self.stop_written: StopRequest | None = None
         self._queues: dict[str, queue.SimpleQueue[_Job | None]] = {s.name: queue.SimpleQueue() for s in listeners}
@@ -143,9 +151,11 @@ class Dispatcher:
             event_id = self.journal.record_event(event, tuple(wanted), self.context.run_id).id
             crash_point("event-queued")
         if wanted:
-            delivery = Delivery(event, event_id, wanted, self._write_stop)
+            delivery = Delivery(event, event_id, wanted, self._settle)
             for name in wanted:
                 self._submit(name, _Job(delivery), start_here=True)
+        else:
+            self.hub.event_finished(event, False)
         return len(wanted)
 
     def resume(self, pending: list[PendingRun]) -> None:
@@ -155,9 +165,9 @@ class Dispatcher:
         owed: dict[int, list[str]] = {}
         for queued, asked, finished in self.journal.stop_owed():
             if finished:  # every listener is done: the file is owed now
-                delivery = Delivery(queued.event, queued.id, [], self._write_stop)
+                delivery = Delivery(queued.event, queued.id, [], self._settle)
                 delivery.stop_requests = _asked_earlier(asked)
-                self._write_stop(delivery)
+                self._settle(delivery)
             else:
                 owed[queued.id] = asked
         waiting: dict[int, list[str]] = {}
@@ -174,7 +184,7 @@ class Dispatcher:
             delivery = deliveries.get(run.queued.id)
             if delivery is None:
                 # Counts down over the runs still to do; carries the stop requests already made.
-                delivery = Delivery(run.queued.event, run.queued.id, waiting[run.queued.id], self._write_stop)
+                delivery = Delivery(run.queued.event, run.queued.id, waiting[run.queued.id], self._settle)
                 delivery.stop_requests = _asked_earlier(owed.get(run.queued.id, []))
                 deliveries[run.queued.id] = delivery
             self._submit(run.listener, _Job(delivery, run.attempt))
@@ -235,6 +245,7 @@ class Dispatcher:
                     running.append(job)  # started by the engine thread: its worker cuts it off
                 elif job is not None:
                     dropped += 1
+                    job.delivery.cut_off = True
                     self._done(job.delivery, name, None)
             for job in running:
                 q.put(job)
@@ -264,6 +275,8 @@ class Dispatcher:
                 self.failures += 1
                 emit("run", f"{spec.name} {job.delivery.event.name}: could not run: {exc}", logging.ERROR,
                      listener=spec.name, outcome="failed")
+                self.hub.run_finished(RunRecord(spec.name, job.delivery.event, "failed", None, 0.0, job.attempt,
+                                                None, (f"could not run: {exc}",)))
             finally:
                 self._done(job.delivery, spec.name, outcome)
 
@@ -291,6 +304,7 @@ class Dispatcher:
         event, event_id = job.delivery.event, job.delivery.event_id
         ctx = self.context
         if self._cancel.is_set():
+            job.delivery.cut_off = True
             return None
         checkpoint = ctx.path(event.checkpoint)
         if ctx.pin_dir is not None and event.name == "after_save" and event_id is not None:
@@ -373,7 +387,11 @@ class Dispatcher:
             self.journal.run_finished(event_id, spec.name, job.attempt, status, outcome.exit_code)
         if status in ("failed", "timeout"):
             self.failures += 1
+        if status == "interrupted":
+            job.delivery.cut_off = True
         self._report(spec, event, outcome, started.retry)
+        self.hub.run_finished(RunRecord(spec.name, event, status, outcome.exit_code, outcome.duration, job.attempt,
+                                        checkpoint or None, outcome.tail))
         return outcome
 
     def _vanished(self, spec: ListenerSpec, job: _Job) -> None:
@@ -383,6 +401,8 @@ class Dispatcher:
         emit("run", f"{spec.name} {event.name} step {event.step}: skipped, checkpoint {event.checkpoint} "
              "vanished before its turn (rotated?)", logging.WARNING, listener=spec.name,
              event=event.name, step=event.step, outcome="vanished")
+        self.hub.run_finished(RunRecord(spec.name, event, "vanished", None, 0.0, job.attempt,
+                                        self.context.path(event.checkpoint) or None))
 
     def _report(self, spec: ListenerSpec, event: Event, outcome: RunOutcome, retry: bool) -> None:
         step = "" if event.step is None else f" step {event.step}"
@@ -404,6 +424,13 @@ class Dispatcher:
             retry=retry,
         )
 
+    def _settle(self, delivery: Delivery) -> None:
+        """Every run of a delivery has finished: write the stop file if one asked, then tell the hub."""
+        if delivery.stop_requests:
+            self._write_stop(delivery)
+        if not delivery.cut_off:
+            self.hub.event_finished(delivery.event, bool(delivery.stop_requests))
+
     def _write_stop(self, delivery: Delivery) -> None:
         names = [name for name, _ in delivery.stop_requests]
         reason = "; ".join(f"{name}: {line}" if line else name for name, line in delivery.stop_requests)
@@ -418,6 +445,7 @@ class Dispatcher:
         if delivery.event_id is not None:
             self.journal.stop_file_written(delivery.event_id)
         self.stop_written = request
+        self.hub.stop_written(request)
         emit("stop", f"stop requested at step {event.step} by {request.listener}: wrote {self.context.stop_file}",
              step=event.step, listeners=names, reason=reason, stop_file=self.context.stop_file)
 

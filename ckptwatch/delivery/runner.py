@@ -14,6 +14,7 @@ import selectors
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,8 @@ __all__ = [
 KILL_GRACE = 3.0
 #: A longer line than this is cut (a listener that floods must not eat memory).
 MAX_LINE = 16384
+#: How many of a run's last output lines its outcome keeps (for reports).
+TAIL_LINES = 20
 STOP_EXIT = 3
 
 
@@ -46,6 +49,8 @@ class RunOutcome:
     exit_code: int | None
     duration: float
     last_line: str
+    #: The last lines of its output, oldest first (at most ``TAIL_LINES``).
+    tail: tuple[str, ...] = ()
 
 
 def process_start_ticks(pid: int) -> int | None:
@@ -251,7 +256,7 @@ def supervise(
         code = proc.returncode
         if status is None:
             status = "done" if code == 0 else "stop" if code == STOP_EXIT else "failed"
-        return RunOutcome(status, code, time.monotonic() - started, reader.last_line)
+        return RunOutcome(status, code, time.monotonic() - started, reader.last_line, tuple(reader.tail))
     finally:
         os.close(proc.output_fd)
         if proc.returncode is None:
@@ -270,7 +275,7 @@ def _wait(proc: ListenerProcess, deadline: float | None, cancel: threading.Event
 
 
 class _LineReader:
-    """Splits a non-blocking pipe into lines; remembers the last non-empty one.
+    """Splits a non-blocking pipe into lines; remembers the last non-empty ones.
 
     A line longer than ``MAX_LINE`` is logged once, cut, and the rest of it
     dropped: a listener that floods cannot eat the watcher's memory or log.
@@ -282,6 +287,7 @@ class _LineReader:
         self._partial = b""
         self._cutting = False
         self.last_line = ""
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         os.set_blocking(fd, False)
 
     def read(self) -> bool:
@@ -326,4 +332,5 @@ class _LineReader:
         text = raw.decode("utf-8", "replace").rstrip("\r")
         if text.strip():
             self.last_line = text.strip()
+            self.tail.append(text)
         self._on_line(text)

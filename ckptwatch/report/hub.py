@@ -1,0 +1,160 @@
+"""The facts of a session, told once to every reporter that wants them.
+
+The engine and the dispatcher say what happened (the session started, a save
+started, a checkpoint committed, a listener run finished, every run of an
+event finished, the stop file was written, the session ended) to one
+:class:`Hub`. What turns those facts into something a person or a machine
+reads (metrics, the summary, the status and progress files) subclasses
+:class:`Reporter` and overrides only what it needs; every method does
+nothing by default, as in TensorFlow's ``CheckpointSaverListener``.
+
+Call order, for one session::
+
+    session_started(facts)
+    layout_chosen(name, why)                 # when auto-detection decides (or --layout)
+    for each save:
+        save_started(step, path, when)       # only when the layout showed the start
+        committed(event, when, started)      # after its listeners were started
+        run_finished(record)                 # per listener run, from its worker thread
+        event_finished(event, stop)          # once every run of that event finished
+        stop_written(request)                # before that event_finished, when one asked
+    session_ended(reason)
+    close()                                  # once, when the watcher exits
+
+A reporter must be quick (``committed`` runs on the engine thread, right
+after the listeners of a commit were started) and thread-safe
+(``run_finished`` and ``event_finished`` come from listener workers). A
+reporter that raises is logged once and then left out: reporting never takes
+the watcher down.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .console import emit
+
+if TYPE_CHECKING:
+    from ..delivery.stopfile import StopRequest
+    from ..events import Event
+
+__all__ = ["Hub", "Reporter", "RunRecord", "SessionFacts"]
+
+
+@dataclass(frozen=True)
+class SessionFacts:
+    """What is known when a session begins."""
+
+    run_id: str
+    dir: str
+    stop_file: str
+    state_dir: str
+    listeners: tuple[str, ...]
+    pid: int
+    started: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One listener run that finished (or was skipped because its checkpoint vanished)."""
+
+    listener: str
+    event: Event
+    #: done | stop | failed | timeout | vanished | interrupted (cut off by a shutdown: run again next session)
+    status: str
+    exit_code: int | None
+    #: Seconds from the start of the run to its end (0 for a run that never started).
+    duration: float
+    attempt: int
+    #: The checkpoint path the listener was handed (a pin, or the path in DIR), or None.
+    checkpoint: str | None
+    #: The last lines of its output (stdout and stderr together), oldest first.
+    output: tuple[str, ...] = ()
+    finished: float = field(default_factory=time.time)
+
+
+class Reporter:
+    """Override what you need; each method does nothing by default."""
+
+    def session_started(self, facts: SessionFacts) -> None:
+        """Called once per session, before ``begin`` is handed to listeners."""
+
+    def layout_chosen(self, name: str, why: str) -> None:
+        """Called when the layout is chosen (``--layout``) or detected, and again if detection changes its mind."""
+
+    def save_started(self, step: int, path: str, when: float) -> None:
+        """Called when a save is seen starting (an observed ``before_save``); ``when`` is wall-clock time."""
+
+    def committed(self, event: Event, when: float, started: float | None) -> None:
+        """Called once per committed checkpoint (its ``after_save`` event), after its listeners were started.
+
+        ``started`` is when the save was seen starting, or None when the layout showed no start.
+        """
+
+    def run_finished(self, run: RunRecord) -> None:
+        """Called when one listener run ended, journaled (from that listener's worker thread)."""
+
+    def event_finished(self, event: Event, stop: bool) -> None:
+        """Called once every run of ``event`` has finished (at once when no listener subscribed to it).
+
+        ``stop``: a listener asked for a stop; the stop file was written (or could not be) before this.
+        """
+
+    def stop_written(self, request: StopRequest) -> None:
+        """Called when the stop file was written."""
+
+    def session_ended(self, reason: str) -> None:
+        """Called once, after ``end`` was delivered (or could not be): why the session ended."""
+
+    def close(self) -> None:
+        """Called once, when the watcher exits."""
+
+
+class Hub(Reporter):
+    """Fans each fact out to the reporters, in the order they were added."""
+
+    def __init__(self, reporters: Iterable[Reporter] = ()) -> None:
+        self.reporters: list[Reporter] = list(reporters)
+
+    def add(self, reporter: Reporter) -> None:
+        self.reporters.append(reporter)
+
+    def _tell(self, method: str, *args: object) -> None:
+        for reporter in list(self.reporters):
+            try:
+                getattr(reporter, method)(*args)
+            except Exception as exc:  # noqa: BLE001 - reporting must not take the watcher down
+                self.reporters.remove(reporter)
+                emit("info", f"reporter {type(reporter).__name__} failed at {method} ({type(exc).__name__}: "
+                     f"{exc}); it reports nothing more this run", logging.ERROR)
+
+    def session_started(self, facts: SessionFacts) -> None:
+        self._tell("session_started", facts)
+
+    def layout_chosen(self, name: str, why: str) -> None:
+        self._tell("layout_chosen", name, why)
+
+    def save_started(self, step: int, path: str, when: float) -> None:
+        self._tell("save_started", step, path, when)
+
+    def committed(self, event: Event, when: float, started: float | None) -> None:
+        self._tell("committed", event, when, started)
+
+    def run_finished(self, run: RunRecord) -> None:
+        self._tell("run_finished", run)
+
+    def event_finished(self, event: Event, stop: bool) -> None:
+        self._tell("event_finished", event, stop)
+
+    def stop_written(self, request: StopRequest) -> None:
+        self._tell("stop_written", request)
+
+    def session_ended(self, reason: str) -> None:
+        self._tell("session_ended", reason)
+
+    def close(self) -> None:
+        self._tell("close")
