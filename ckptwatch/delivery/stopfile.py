@@ -6,6 +6,13 @@ for it with :func:`stop_requested`, which ignores a file older than the
 training process itself: a request left over from a finished run never stops
 the next one, and the watcher never deletes a request that training may not
 have seen yet.
+
+Training usually runs as another user than the watcher (two containers, two
+uids), so the file is created as any new file would be: mode 0666 less the
+umask (0644 under the usual 022, where mkstemp alone gives 0600), and owned by
+the directory's group when the watcher may give it that group (a setgid
+directory, a group it belongs to, as Kubernetes' ``fsGroup`` sets up). With
+``umask 027`` only that group can read it.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from typing import Any
 
 from ..faults import crash_point
 
-__all__ = ["StopRequest", "read_stop_file", "stop_requested", "write_stop_file"]
+__all__ = ["StopRequest", "file_mode", "read_stop_file", "stop_requested", "write_stop_file"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,7 @@ def write_stop_file(path: str, request: StopRequest) -> None:
 
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
     try:
+        _share(fd, directory)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(body, handle, ensure_ascii=True, indent=2)
             handle.write("\n")
@@ -58,6 +66,31 @@ def write_stop_file(path: str, request: StopRequest) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def file_mode() -> int:
+    """The mode ``open()`` gives a new file here: 0o666 less the process's umask."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)  # no /proc: read it by setting it (and put it back at once)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _share(fd: int, directory: str) -> None:
+    """Give the new file the directory's group (where allowed) and a readable mode."""
+    try:
+        wanted = os.stat(directory).st_gid
+        if os.fstat(fd).st_gid != wanted:
+            os.fchown(fd, -1, wanted)
+    except OSError:  # not a member of that group: the watcher's own group, as any file
+        pass
+    os.fchmod(fd, file_mode())
 
 
 def read_stop_file(path: str) -> dict[str, Any] | None:
