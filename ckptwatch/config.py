@@ -58,7 +58,7 @@ class Config:
     shutdown_timeout: float = 20.0
     log_format: LogFormat = "auto"
     command: tuple[str, ...] = ()
-    #: Per-listener settings from ``[listener.NAME]`` tables: events, timeout.
+    #: Per-listener settings from ``[listener.NAME]`` tables: events, timeout, class, args, policy.
     listener_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: Seconds between scans instead of native notifications; None: automatic
     #: (poll at 1 s on network and FUSE file systems); 0: never poll.
@@ -109,7 +109,9 @@ def load_toml(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
 
     The file has a ``[run]`` table with the options of ``ckptwatch run``
     (``-`` or ``_`` in names) and ``[listener.NAME]`` tables with ``events``
-    and ``timeout``.
+    and ``timeout``, a Python class listener's ``class`` and ``args``, and
+    the policy keys (``every_n_steps``, ``every_n_secs``, ``on_failure``,
+    ``coalesce``).
     """
     if sys.version_info >= (3, 11):
         import tomllib
@@ -145,16 +147,39 @@ def load_toml(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         run["start_from"] = str(run["start_from"])
     listeners: dict[str, dict[str, Any]] = {}
     for name, table in data.get("listener", {}).items():
-        if not isinstance(table, dict) or set(table) - {"events", "timeout"}:
-            raise ConfigError(f"config {path}: [listener.{name}] takes only events and timeout")
-        events = table.get("events", [])
-        if not isinstance(events, list) or not set(events) <= set(EVENT_NAMES) or not events and "events" in table:
-            raise ConfigError(f"config {path}: [listener.{name}] events must be a list of {', '.join(EVENT_NAMES)}")
-        timeout = table.get("timeout")
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-            raise ConfigError(f"config {path}: [listener.{name}] timeout must be a number of seconds above 0")
-        listeners[name] = table
+        listeners[name] = _listener_table(path, name, table)
     return run, listeners
+
+
+#: Keys of a ``[listener.NAME]`` table.
+LISTENER_KEYS = ("events", "timeout", "class", "args", "every_n_steps", "every_n_secs", "on_failure", "coalesce")
+
+
+def _listener_table(path: str, name: str, table: Any) -> dict[str, Any]:
+    """One ``[listener.NAME]`` table, checked: every key known and typed."""
+    from .delivery.policy import PolicyError, parse_policy
+
+    where = f"config {path}: [listener.{name}]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    unknown = sorted(set(table) - set(LISTENER_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(LISTENER_KEYS)}")
+    events = table.get("events", [])
+    if not isinstance(events, list) or not set(events) <= set(EVENT_NAMES) or not events and "events" in table:
+        raise ConfigError(f"{where} events must be a list of {', '.join(EVENT_NAMES)}")
+    timeout = table.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise ConfigError(f"{where} timeout must be a number of seconds above 0")
+    if "class" in table and (not isinstance(table["class"], str) or not table["class"].strip()):
+        raise ConfigError(f"{where} class must be a string: MODULE:CLASS, PATH.py:CLASS or an installed listener")
+    if "args" in table and not isinstance(table["args"], dict):
+        raise ConfigError(f"{where} args must be a table of keyword arguments (args = {{ key = value }})")
+    try:
+        parse_policy(table)
+    except PolicyError as exc:
+        raise ConfigError(f"{where} {exc}") from None
+    return table
 
 
 _TYPE_NAMES = {str: "a string", bool: "true or false", int: "a number", float: "a number", list: "a list"}
