@@ -31,6 +31,7 @@ from .delivery.journal import Journal, JournalBusy
 from .dirindex import DirIndex
 from .sources.fstype import filesystem_type, needs_polling
 from .layouts.base import Layout, Observation
+from .delivery.environment import listener_environment
 from .delivery.listeners import ListenerError, ListenerSpec, discover
 from .delivery.reaper import Reaper, become_subreaper
 from .delivery.runner import close_inherited_fds
@@ -93,6 +94,7 @@ class Engine:
                 lambda text: emit("info", text, logging.WARNING),
                 config.listener_settings,
                 config.listener_timeout,
+                env=listener_environment(),
             )
         except ListenerError as exc:
             raise UsageError(str(exc)) from None
@@ -275,6 +277,7 @@ class Session:
             self._use_layout(config.layout, "chosen with --layout", fixed=True)
         self.tracker = self.journal.tracker()
         self.dispatcher = Dispatcher(self.engine.listeners, self.journal, self.context, self.hub)
+        self.dispatcher.on_stop_watcher = self._stop_watcher
         self.dispatcher.start()
         self._dispatch(self.tracker.begin())
         self.dispatcher.resume(self.journal.pending())
@@ -282,6 +285,11 @@ class Session:
         if not config.once:
             self._start_watching()
         self.last_commit = time.monotonic()
+
+    def _stop_watcher(self, listener: str, why: str) -> None:
+        """A listener with ``on_failure = "stop-watcher"`` failed: end the session (from its worker thread)."""
+        self.engine.exit_reason = self.engine.exit_reason or "listener-failed"
+        self.engine.waker.wake()
 
     def _say_ready(self) -> None:
         """After the first look: a save from now on is seen, and what was there is known."""

@@ -1,34 +1,49 @@
-"""Listeners written in Python: TensorFlow's ``CheckpointSaverListener``, as a script.
+"""Listeners written in Python: TensorFlow's ``CheckpointSaverListener``, out of process.
 
 Call order, for one watcher session::
 
+    listener = YourListener(**args)             # once, in the listener's own process
     listener.begin(event)                       # once, first
     for each committed checkpoint, in commit order:
         listener.before_save(event)             # event.observed: was the start seen?
         stop = listener.after_save(event)       # True asks training to stop
     listener.end(event)                         # once, last; event.last_step_handled
 
-Each call runs in a fresh process (the script is started once per event, as
-every ckptwatch listener is), so keep state on disk, not on ``self``. A run
-that was cut off by a crash is run again with ``event.retry`` set; a run that
-finished is never repeated. If you act on a schedule of your own, handle the
-last checkpoint in ``end`` when ``event.last_step_handled`` is False, and do
-not act twice. Returning True from ``after_save`` asks for a stop: the stop
-file is written after every listener of that save has run.
+Name the class with ``-l MODULE:CLASS`` or ``-l PATH.py:CLASS``, with
+``[listener.NAME] class = "MODULE:CLASS"`` (and ``args = {...}`` for the
+constructor) in ckptwatch.toml, or with a ``# ckptwatch: class=CLASS`` line
+in a ``.py`` file in ``listeners.d/``. ckptwatch starts **one process per
+listener for the session**, with its own interpreter, on the listener's first
+event: the class is built once, ``begin`` is called once, and every later
+event calls a method of the same object, so state on ``self`` persists.
+TensorFlow's own ``tf.compat.v1.train.CheckpointSaverListener`` subclasses run
+unchanged, with TensorFlow's signatures and ``session`` None.
 
-Example (``listeners.d/40-eval.py``, executable)::
+A method that raises fails that run (its traceback goes to the log); the
+object stays. A process that dies fails the run in flight, and the next event
+starts a new one, which builds the class and calls ``begin`` again first. A
+run that was cut off by a crash of the watcher is run again with
+``event.retry`` set; a run that finished is never repeated. If you act on a
+schedule of your own (or use ``every_n_steps``), handle the last checkpoint
+in ``end`` when ``event.last_step_handled`` is False, and do not act twice.
+Returning True from ``after_save`` asks for a stop: the stop file is written
+after every listener of that save has run.
 
-    #!/usr/bin/env python3
-    # ckptwatch: events=after_save,end
+Example (``listeners.d/40-eval.py``; needs no executable bit)::
+
+    # ckptwatch: class=Eval events=after_save,end
     from ckptwatch import CheckpointSaverListener
-    from ckptwatch.listener import serve
 
     class Eval(CheckpointSaverListener):
+        def begin(self, event):
+            self.best = None                    # kept between events
         def after_save(self, event):
             print(f"evaluating {event.checkpoint}")
-            return event.step >= 1000   # stop training at step 1000
+            return event.step >= 1000           # stop training at step 1000
 
-    serve(Eval())
+A single-file script can still serve one event per process:
+``serve(Eval())`` at the bottom of an executable file (it does nothing when
+the file is loaded as a class listener).
 """
 
 from __future__ import annotations
@@ -38,9 +53,21 @@ import sys
 from dataclasses import dataclass, fields
 from typing import Any
 
-__all__ = ["CheckpointSaverListener", "ListenerEvent", "serve"]
+__all__ = ["CheckpointSaverListener", "ListenerEvent", "current_event", "serve"]
 
 STOP_EXIT = 3
+#: Set in a class listener's own process (ckptwatch.delivery.hostchild): ``serve()`` then does nothing.
+_hosted = False
+_current: ListenerEvent | None = None
+
+
+def current_event() -> ListenerEvent | None:
+    """The event being handled now, in a listener's process (None between events).
+
+    TensorFlow-style methods get only ``global_step_value``; this gives them
+    the rest (``current_event().checkpoint``).
+    """
+    return _current
 
 
 @dataclass(frozen=True)
@@ -83,12 +110,19 @@ class CheckpointSaverListener:
 
 
 def serve(listener: CheckpointSaverListener, argv: list[str] | None = None) -> None:
-    """Run one event from the ckptwatch protocol (argv[1] and JSON on stdin), then exit."""
+    """Run one event from the ckptwatch protocol (argv[1] and JSON on stdin), then exit.
+
+    In a class listener's process (the file loaded with ``class=``), it does nothing.
+    """
+    global _current
+    if _hosted:
+        return
     argv = sys.argv if argv is None else argv
     name = argv[1] if len(argv) > 1 else ""
     if name not in ("begin", "before_save", "after_save", "end"):
         sys.exit(f"{argv[0]}: expected an event name (begin, before_save, after_save, end), got {name!r}")
     raw = sys.stdin.read()
     body = json.loads(raw) if raw.strip() else {"event": name}
-    result = getattr(listener, name)(ListenerEvent.from_json(body))
+    _current = ListenerEvent.from_json(body)
+    result = getattr(listener, name)(_current)
     sys.exit(STOP_EXIT if name == "after_save" and result else 0)

@@ -9,6 +9,12 @@ listeners; when the last of them has finished, the stop file is written if
 any asked (exit 3 from ``after_save``), as ``CheckpointSaverHook._save`` runs
 every listener and ORs their answers. Every outcome is told to the
 :class:`~ckptwatch.report.hub.Hub`.
+
+A Python class listener's runs go to its warm process (:mod:`.host`) instead
+of a new one; everything else (order, journal, timeout, stop) is the same.
+Each listener's policy (:mod:`.policy`) is applied here: its schedule when an
+event is dispatched, ``coalesce`` when a queued run's turn comes, and
+``on_failure`` when a run has failed.
 """
 
 from __future__ import annotations
@@ -27,9 +33,13 @@ from ..report.hub import Hub, RunRecord
 from ..events import Event
 from ..faults import crash_point
 from .journal import Journal, PendingRun
+from .environment import listener_environment
+from .host import WarmHost, WarmRun, host_logger
 from .listeners import ListenerSpec
 from .pin import Pin, PinError, pin_checkpoint
+from .policy import Schedule
 from .runner import RunOutcome, StartedRun, process_start_ticks, start_listener, supervise
+from .shebang import spawn_error
 from .stopfile import StopRequest, write_stop_file
 
 __all__ = ["Dispatcher", "RunContext"]
@@ -45,7 +55,9 @@ class RunContext:
     layout: str = ""
     #: Where ``--pin`` keeps pinned checkpoints (None: no pinning).
     pin_dir: str | None = None
-    base_env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    base_env: dict[str, str] = field(default_factory=listener_environment)
+    #: False for ``ckptwatch fire``: a stop request is reported, no stop file written.
+    write_stop_file: bool = True
 
     def path(self, rel: str | None) -> str:
         return os.path.join(self.dir, rel) if rel else ""
@@ -82,6 +94,11 @@ class Delivery:
                          "file(s); copied them", logging.WARNING)
             return self._pin.path if self._pin else None
 
+    def ask_stop(self, listener: str, reason: str) -> None:
+        """A stop request that is not an exit 3 (``on_failure = "stop-training"``)."""
+        with self._lock:
+            self.stop_requests.append((listener, reason))
+
     def finished(self, listener: str, outcome: RunOutcome | None) -> None:
         with self._lock:
             if outcome is not None and outcome.status == "stop":
@@ -109,7 +126,7 @@ class _Job:
 class _Started:
     """A run started, with what its report needs."""
 
-    run: StartedRun
+    run: StartedRun | WarmRun
     checkpoint: str
     retry: bool
 
@@ -124,6 +141,10 @@ class Dispatcher:
         self.hub = hub or Hub()
         self.failures = 0
         self.stop_written: StopRequest | None = None
+        #: Stop requests of events whose stop file was not written (``write_stop_file`` False).
+        self.stop_asked: list[tuple[str, str]] = []
+        #: Called (from a worker) when a listener with ``on_failure = "stop-watcher"`` failed: (listener, why).
+        self.on_stop_watcher: Callable[[str, str], None] | None = None
         self._queues: dict[str, queue.SimpleQueue[_Job | None]] = {s.name: queue.SimpleQueue() for s in listeners}
         self._cancel = threading.Event()
         self._force = threading.Event()
@@ -132,6 +153,14 @@ class Dispatcher:
         self._busy = {s.name: 0 for s in listeners}
         self._idle = threading.Condition()
         self._specs = {s.name: s for s in listeners}
+        self._hosts: dict[str, WarmHost] = {
+            s.name: WarmHost(s.name, s.python, *host_logger(s.name)) for s in listeners if s.python is not None
+        }
+        self._schedules = {s.name: Schedule(s.policy) for s in listeners if s.policy.scheduled}
+        #: Per coalescing listener: the newest after_save queued for it (event id, checkpoint, step).
+        self._newest: dict[str, tuple[int, str | None, int | None]] = {}
+        #: Listeners that failed with ``on_failure = "stop-watcher"``: they get nothing more this session.
+        self._halted: set[str] = set()
         self._threads = [
             threading.Thread(target=self._work, args=(spec,), name=f"listener {spec.name}", daemon=True)
             for spec in listeners
@@ -145,7 +174,7 @@ class Dispatcher:
 
     def dispatch(self, event: Event) -> int:
         """Queue ``event`` for each listener that subscribes to it; how many did."""
-        wanted = [spec.name for spec in self.listeners if spec.wants(event.name)]
+        wanted = [spec.name for spec in self.listeners if spec.wants(event.name) and self._due(spec, event)]
         event_id = None
         if event.name in ("before_save", "after_save"):
             event_id = self.journal.record_event(event, tuple(wanted), self.context.run_id).id
@@ -157,6 +186,13 @@ class Dispatcher:
         else:
             self.hub.event_finished(event, False)
         return len(wanted)
+
+    def _due(self, spec: ListenerSpec, event: Event) -> bool:
+        """Whether the listener's policy lets it run for ``event`` (its schedule; not after stop-watcher)."""
+        if spec.name in self._halted:
+            return False
+        schedule = self._schedules.get(spec.name)
+        return schedule is None or schedule.allows(event.name, event.step, event.checkpoint)
 
     def resume(self, pending: list[PendingRun]) -> None:
         """Queue runs an earlier session left unfinished (``retry`` when they had started)."""
@@ -201,6 +237,9 @@ class Dispatcher:
         Only the engine thread submits, so a listener seen idle here stays idle
         until the job is queued: starting it here keeps its FIFO order.
         """
+        event = job.delivery.event
+        if event.name == "after_save" and job.delivery.event_id is not None and self._specs[name].policy.coalesce:
+            self._newest[name] = (job.delivery.event_id, event.checkpoint, event.step)
         with self._idle:
             idle = self._busy[name] == 0
             self._outstanding += 1
@@ -259,6 +298,8 @@ class Dispatcher:
             q.put(None)
         for thread in self._threads:
             thread.join(timeout=5)
+        for host in self._hosts.values():
+            host.close(force=self._force.is_set())
 
     # The workers ---------------------------------------------------------------
 
@@ -270,13 +311,22 @@ class Dispatcher:
                 return
             outcome = None
             try:
-                outcome = self._run(spec, job)
+                while True:
+                    outcome = self._run(spec, job)
+                    if outcome is None or outcome.status != "retried":
+                        break
+                    job = _Job(job.delivery, job.attempt + 1)
+                    if self._cancel.wait(spec.policy.backoff(job.attempt)):
+                        job.delivery.cut_off = True  # the next session runs the retry
+                        outcome = None
+                        break
             except Exception as exc:  # noqa: BLE001 - one broken run must not stop the queue
+                why = spawn_error(spec.path, exc, self.context.base_env) if isinstance(exc, OSError) else str(exc)
                 self.failures += 1
-                emit("run", f"{spec.name} {job.delivery.event.name}: could not run: {exc}", logging.ERROR,
+                emit("run", f"{spec.name} {job.delivery.event.name}: could not run: {why}", logging.ERROR,
                      listener=spec.name, outcome="failed")
                 self.hub.run_finished(RunRecord(spec.name, job.delivery.event, "failed", None, 0.0, job.attempt,
-                                                None, (f"could not run: {exc}",)))
+                                                None, (f"could not run: {why}",)))
             finally:
                 self._done(job.delivery, spec.name, outcome)
 
@@ -291,6 +341,8 @@ class Dispatcher:
     def _run(self, spec: ListenerSpec, job: _Job) -> RunOutcome | None:
         if job.start_error is not None:
             raise job.start_error
+        if not job.start_tried and self._overtaken(spec, job):
+            return None
         started = job.started if job.start_tried else self._start(spec, job)
         if started is None:
             return None  # cancelled, or the checkpoint vanished before its turn
@@ -303,7 +355,7 @@ class Dispatcher:
         """
         event, event_id = job.delivery.event, job.delivery.event_id
         ctx = self.context
-        if self._cancel.is_set():
+        if self._cancel.is_set() or spec.name in self._halted:
             job.delivery.cut_off = True
             return None
         checkpoint = ctx.path(event.checkpoint)
@@ -338,8 +390,7 @@ class Dispatcher:
             payload["last_step_handled"] = last_handled
         if checkpoint != ctx.path(event.checkpoint):
             payload["pinned_from"] = ctx.path(event.checkpoint)
-        env = dict(ctx.base_env)
-        env.update(
+        own = dict(
             CKPTWATCH_EVENT=event.name,
             CKPTWATCH_STEP="" if event.step is None else str(event.step),
             CKPTWATCH_DIR=ctx.dir,
@@ -351,6 +402,15 @@ class Dispatcher:
             CKPTWATCH_RUN_KEY="" if event_id is None else self._run_key(event_id, spec.name, job.attempt),
             CKPTWATCH_LAST_STEP_HANDLED="" if last_handled is None else str(int(last_handled)),
         )
+        host = self._hosts.get(spec.name)
+        if host is not None:
+            def before_send(pid: int, ticks: int | None) -> None:
+                if event_id is not None:  # journaled before the process can see the event
+                    self.journal.run_started(event_id, spec.name, job.attempt, pid, ticks)
+
+            return _Started(host.start(payload, own, {**ctx.base_env, **own}, before_send), checkpoint, retry)
+        env = dict(ctx.base_env)
+        env.update(own)
         if event_id is not None:
             # Journaled before the spawn: a crash from here on makes the next run a retry.
             self.journal.run_started(event_id, spec.name, job.attempt)
@@ -372,7 +432,14 @@ class Dispatcher:
         def say(text: str) -> None:
             emit("info", f"{spec.name}: {text}", logging.WARNING, listener=spec.name)
 
-        outcome = supervise(started.run, spec.timeout, on_start, line, say, self._cancel, self._force)
+        host = self._hosts.get(spec.name)
+        if host is not None:
+            assert isinstance(started.run, WarmRun)
+            crash_point("run-spawned")
+            outcome = host.wait(started.run, spec.timeout, say, self._cancel, self._force)
+        else:
+            assert isinstance(started.run, StartedRun)
+            outcome = supervise(started.run, spec.timeout, on_start, line, say, self._cancel, self._force)
         crash_point("run-exited")
         status = outcome.status
         if status == "failed" and checkpoint == ctx.path(event.checkpoint) and event.marker \
@@ -381,18 +448,60 @@ class Dispatcher:
         if status == "stop" and event.name != "after_save":
             say(f"exit 3 asks for a stop, which only after_save can do; taken as success at {event.name}")
             status = "done"
+        policy = spec.policy
+        if status in ("failed", "timeout") and policy.on_failure == "retry" and job.attempt <= policy.retries \
+                and not self._cancel.is_set():
+            status = "retried"  # not finished: a crash before the next attempt leaves it owed
         if status != outcome.status:
-            outcome = RunOutcome(status, outcome.exit_code, outcome.duration, outcome.last_line)
+            outcome = RunOutcome(status, outcome.exit_code, outcome.duration, outcome.last_line, outcome.tail)
         if event_id is not None:
             self.journal.run_finished(event_id, spec.name, job.attempt, status, outcome.exit_code)
         if status in ("failed", "timeout"):
             self.failures += 1
+            self._failed(spec, job, outcome)
         if status == "interrupted":
             job.delivery.cut_off = True
-        self._report(spec, event, outcome, started.retry)
+        self._report(spec, event, outcome, started.retry, job.attempt)
         self.hub.run_finished(RunRecord(spec.name, event, status, outcome.exit_code, outcome.duration, job.attempt,
                                         checkpoint or None, outcome.tail))
         return outcome
+
+    def _failed(self, spec: ListenerSpec, job: _Job, outcome: RunOutcome) -> None:
+        """``on_failure``: a stop request, or the end of the session, after a run failed for good."""
+        event = job.delivery.event
+        step = "" if event.step is None else f" step {event.step}"
+        why = f"{event.name}{step} {'timed out' if outcome.status == 'timeout' else 'failed'}"
+        if outcome.last_line and outcome.status == "failed":
+            why += f": {outcome.last_line}"
+        if spec.policy.on_failure == "stop-training":
+            if event.name == "end":
+                emit("info", f"{spec.name}: {why}; on_failure = stop-training, but training has ended: no stop file",
+                     logging.WARNING, listener=spec.name)
+            else:
+                job.delivery.ask_stop(spec.name, why)
+        elif spec.policy.on_failure == "stop-watcher" and spec.name not in self._halted:
+            self._halted.add(spec.name)
+            emit("info", f"{spec.name}: {why}; on_failure = stop-watcher: ending the session (end goes to the "
+                 "other listeners; its queued runs stay in the journal)", logging.ERROR, listener=spec.name)
+            if self.on_stop_watcher is not None:
+                self.on_stop_watcher(spec.name, why)
+
+    def _overtaken(self, spec: ListenerSpec, job: _Job) -> bool:
+        """``coalesce``: skip a queued save when a newer checkpoint is already queued for this listener."""
+        event, event_id = job.delivery.event, job.delivery.event_id
+        newest = self._newest.get(spec.name)
+        if newest is None or event_id is None or event.name not in ("before_save", "after_save"):
+            return False
+        newest_id, checkpoint, step = newest
+        if newest_id <= event_id or (event.name == "before_save" and (checkpoint, step) == (event.checkpoint, event.step)):
+            return False
+        self.journal.run_finished(event_id, spec.name, job.attempt, "skipped", None)
+        if event.name == "after_save":
+            emit("run", f"{spec.name} after_save step {event.step}: skipped (coalesce: step {step} is already "
+                 "queued for it)", listener=spec.name, event=event.name, step=event.step, outcome="skipped")
+        self.hub.run_finished(RunRecord(spec.name, event, "skipped", None, 0.0, job.attempt,
+                                        self.context.path(event.checkpoint) or None))
+        return True
 
     def _vanished(self, spec: ListenerSpec, job: _Job) -> None:
         event = job.delivery.event
@@ -404,16 +513,23 @@ class Dispatcher:
         self.hub.run_finished(RunRecord(spec.name, event, "vanished", None, 0.0, job.attempt,
                                         self.context.path(event.checkpoint) or None))
 
-    def _report(self, spec: ListenerSpec, event: Event, outcome: RunOutcome, retry: bool) -> None:
+    def _report(self, spec: ListenerSpec, event: Event, outcome: RunOutcome, retry: bool, attempt: int) -> None:
         step = "" if event.step is None else f" step {event.step}"
         code = "" if outcome.exit_code in (0, None) else f" (exit {outcome.exit_code})"
+        if spec.python is not None and outcome.status in ("failed", "retried") and outcome.last_line:
+            code = f" ({outcome.last_line})"  # a class listener's failure is an exception, not a status
         again = " (retry)" if retry else ""
         level = logging.ERROR if outcome.status in ("failed", "timeout") else logging.INFO
-        if outcome.status == "vanished":
+        if outcome.status in ("vanished", "retried"):
             level = logging.WARNING
+        said = outcome.status
+        if outcome.status == "retried":
+            attempts = spec.policy.retries + 1
+            said = (f"failed, trying again in {spec.policy.backoff(attempt + 1):g} s (attempt {attempt + 1} of "
+                    f"{attempts})")
         emit(
             "run",
-            f"{spec.name} {event.name}{step}{again}: {outcome.status}{code} in {outcome.duration * 1000:.0f} ms",
+            f"{spec.name} {event.name}{step}{again}: {said}{code} in {outcome.duration * 1000:.0f} ms",
             level,
             listener=spec.name,
             event=event.name,
@@ -422,11 +538,14 @@ class Dispatcher:
             exit=outcome.exit_code,
             duration_ms=round(outcome.duration * 1000, 3),
             retry=retry,
+            attempt=attempt,
         )
 
     def _settle(self, delivery: Delivery) -> None:
         """Every run of a delivery has finished: write the stop file if one asked, then tell the hub."""
-        if delivery.stop_requests:
+        if delivery.stop_requests and not self.context.write_stop_file:
+            self.stop_asked += delivery.stop_requests
+        elif delivery.stop_requests:
             self._write_stop(delivery)
         if not delivery.cut_off:
             self.hub.event_finished(delivery.event, bool(delivery.stop_requests))

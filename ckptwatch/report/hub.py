@@ -65,6 +65,8 @@ class RunRecord:
     listener: str
     event: Event
     #: done | stop | failed | timeout | vanished | interrupted (cut off by a shutdown: run again next session)
+    #: | retried (failed; ``on_failure = "retry:N"`` runs it again: another record follows)
+    #: | skipped (``coalesce``: a newer checkpoint was already queued for this listener)
     status: str
     exit_code: int | None
     #: Seconds from the start of the run to its end (0 for a run that never started).
