@@ -172,6 +172,19 @@ def layouts_command() -> None:
         click.echo(f"{'':<{width}}    commits: {cls.commits}")
 
 
+@cli.command("listeners")
+def listeners_command() -> None:
+    """List the Python listeners installed packages offer (entry point group ckptwatch.listeners).
+
+    Run one with -l NAME, or [listener.X] class = "NAME" in ckptwatch.toml.
+    Nothing is imported to list them.
+    """
+    from .tools.listeners import installed, lines
+
+    for line in lines(installed()):
+        click.echo(line)
+
+
 def _negative_poll(argv: list[str]) -> str | None:
     """``--poll -1``: click reads "-1" as an option (the value is optional); say what is wrong."""
     for i, arg in enumerate(argv):
