@@ -5,7 +5,7 @@ DEMO_DIR ?= runs/demo
 
 INTEROP_VENV ?= .venv-interop
 
-.PHONY: demo test interop-venv
+.PHONY: demo test interop-venv container-test
 
 # compat: a plain path entry, not an import hook that every start of ckptwatch pays for.
 $(VENV)/.installed: pyproject.toml
@@ -30,3 +30,8 @@ interop-venv:
 # unless tests/interop/allowed-skips.txt lists it with a reason.
 test: $(VENV)/.installed interop-venv
 	CKPTWATCH_REQUIRE_INTEROP=1 CKPTWATCH_INTEROP_PYTHON=$(abspath $(INTEROP_VENV))/bin/python $(PY) -m pytest
+
+# The image built with podman and run as a sidecar (tests/container/): a few
+# minutes; installs podman with apt-get when it is missing and can be.
+container-test: $(VENV)/.installed
+	PY=$(PY) tests/container/run.sh
