@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +33,18 @@ from conftest import expected_stream, read_records  # noqa: E402
 from test_deploy import COMPOSE, NATIVE, configmap_tree, sidecar  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _image_has_status() -> bool:
+    probe = subprocess.run(["podman", "run", "--rm", "--entrypoint", "ckptwatch", str(IMAGE), "status", "--help"],
+                           capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+    return probe.returncode == 0
+
+
+#: See tests/test_deploy.py's needs_report: the scenarios that use `status`, metrics or
+#: --stale-after skip, and say so, until those are on main.
+needs_report = pytest.mark.skipif(not _image_has_status(), reason="the image's ckptwatch has no status, "
+                                  "--metrics-port, --stale-after (issue 12 parts 3-5, not landed yet)")
 UID = GID = 10001  # the image's user
 WAIT = 120.0
 
@@ -262,6 +275,7 @@ def test_user_override(tmp_path, containers):
     assert events(got) == expected_stream([20]) and {r["uid"] for r in got} == {4242}
 
 
+@needs_report
 def test_kubernetes_configmap_and_sidecar_arguments_in_the_image(tmp_path, containers):
     """Steps: the ConfigMap of deploy/kubernetes laid out as the kubelet mounts it, at
     /etc/ckptwatch, read-only; the native Job's sidecar arguments plus --once; two saves.
@@ -281,17 +295,38 @@ def test_kubernetes_configmap_and_sidecar_arguments_in_the_image(tmp_path, conta
     assert json.loads((ckpt / "ckptwatch.stop").read_text())["listeners"] == ["30-stop-at-step"]
 
 
-def test_health_check_asks_ckptwatch_status(tmp_path, containers):
-    """Steps: the image with its defaults; `podman healthcheck run` (the image's HEALTHCHECK)
-    while it watches; the same command the Kubernetes probes run.
-    Result: healthy while a watcher runs; `ckptwatch status` exits 0 in the container."""
+@needs_report
+def test_health_check_probes_and_metrics_with_the_job_arguments(tmp_path, containers):
+    """Steps: the image with the native Job's sidecar arguments (--stale-after, --metrics-port
+    9400 on 0.0.0.0), the port published on the host's loopback; three saves on the host;
+    `podman healthcheck run` (the image's HEALTHCHECK) and the probes' command; a scrape from
+    the host; then the same image with no watcher running.
+    Result: healthy, the probe exits 0, the scrape counts the three commits (last step 60,
+    not stale); without a watcher the health check says unhealthy."""
     ckpt = shared_dir(tmp_path / "ckpt")
-    box = containers(["-v", f"{ckpt}:/ckpt"])
+    box = containers(["-v", f"{ckpt}:/ckpt", "-p", "127.0.0.1::9400"], sidecar(NATIVE)["args"])
     box.wait_for(lambda r: r.get("kind") == "ready")
+    assert train(ckpt, ckpt / "never", "--steps", "60").returncode == 0
+    box.wait_run("10-log-event", "after_save", 60)
+
     health = podman("healthcheck", "run", box.name, check=False)
-    assert (health.returncode, health.stdout.strip()) == (0, "healthy"), health.stdout + health.stderr
-    assert box.exec(*sidecar(NATIVE)["readinessProbe"]["exec"]["command"]).returncode == 0
+    assert health.returncode == 0, health.stdout + health.stderr
+    assert podman("inspect", "--format", "{{.State.Health.Status}}", box.name).stdout.strip() == "healthy"
+    probe = box.exec(*sidecar(NATIVE)["readinessProbe"]["exec"]["command"])
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+
+    address = podman("port", box.name, "9400").stdout.split()[0]
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=30) as response:
+        scraped = response.read().decode()
+    values = dict(line.rsplit(" ", 1) for line in scraped.splitlines() if line and not line.startswith("#"))
+    assert float(values["ckptwatch_checkpoints_committed_total"]) == 3
+    assert float(values["ckptwatch_last_committed_step"]) == 60
+    assert float(values["ckptwatch_stale"]) == 0
     assert box.stop() == 0
+
+    idle = containers(["--entrypoint", "sleep"], ["600"])
+    sick = podman("healthcheck", "run", idle.name, check=False)
+    assert (sick.returncode, sick.stdout.strip()) == (1, "unhealthy")
 
 
 def compose_tool() -> list[str] | None:
@@ -300,6 +335,7 @@ def compose_tool() -> list[str] | None:
     return ["podman-compose"] if shutil.which("podman-compose") else None
 
 
+@needs_report
 @pytest.mark.skipif(compose_tool() is None, reason="neither `podman compose` nor podman-compose is installed")
 def test_compose_file_trains_stops_and_ends(tmp_path):
     """Steps: `podman-compose -f deploy/compose.yaml up` with the image built here.
