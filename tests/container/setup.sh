@@ -13,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 say() { printf 'container setup: %s\n' "$*" >&2; }
+run() { printf '+ %s\n' "$*" >&2; "$@"; }   # each command, as run, on stderr
 CACHE=${CKPTWATCH_CACHE:-/var/tmp/ckptwatch-container}
 IMAGE=${CKPTWATCH_IMAGE:-localhost/ckptwatch:test}
 mkdir -p "$CACHE"
@@ -28,8 +29,8 @@ if ((${#need[@]})); then
         exit 3
     fi
     say "installing ${need[*]} with apt-get"
-    apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap podman-compose >&2
+    run apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive run apt-get install -y -qq podman runc debootstrap podman-compose >&2
 fi
 
 # 2. runc (crun fails on this host's cgroups) and no default ulimits
@@ -49,17 +50,18 @@ if ! podman image exists "$base"; then
     if [ ! -s "$tarball" ]; then
         say "debootstrapping the base ($recipe; about 40 s, 300 MB)"
         rootfs=$(mktemp -d "$CACHE/rootfs.XXXXXX")
+        printf '+ %s %s %s\n' "$recipe" "$rootfs" "$mirror" >&2
         # shellcheck disable=SC2086  # the recipe is words
         if ! $recipe "$rootfs" "$mirror" >"$CACHE/debootstrap.log" 2>&1; then
             tail -n 20 "$CACHE/debootstrap.log" >&2
             exit 1
         fi
         rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-        tar -C "$rootfs" -cf "$tarball.part" . && mv "$tarball.part" "$tarball"
+        run tar -C "$rootfs" -cf "$tarball.part" . && mv "$tarball.part" "$tarball"
         rm -rf "$rootfs"
     fi
     say "importing $tarball as $base"
-    podman import --quiet "$tarball" "$base" >/dev/null
+    run podman import --quiet "$tarball" "$base" >/dev/null
 fi
 
 # 4. the image; docker format, as OCI images have no HEALTHCHECK
@@ -68,7 +70,7 @@ ca_args=()
 [ -f "$ca" ] && ca_args=(-v "$ca:$ca:ro" --build-arg "PIP_CERT=$ca")
 old=$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 say "building $IMAGE from $base"
-podman build --quiet --layers=false --format docker --isolation chroot --network host "${ca_args[@]}" \
+run podman build --quiet --layers=false --format docker --isolation chroot --network host "${ca_args[@]}" \
     --build-arg "BASE=$base" -t "$IMAGE" . >&2
 new=$(podman image inspect --format '{{.Id}}' "$IMAGE")
 if [ -n "$old" ] && [ "$old" != "$new" ]; then

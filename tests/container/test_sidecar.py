@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import stat
 import subprocess
@@ -59,6 +60,7 @@ with open("/records/records.jsonl", "a") as out:
 
 
 def podman(*args: str, timeout: float = WAIT, check: bool = True) -> subprocess.CompletedProcess[str]:
+    print("+ " + shlex.join(["podman", *args]), file=sys.stderr)  # shown with -s, or for a failed test
     result = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     if check and result.returncode != 0:
         raise AssertionError(f"podman {' '.join(args)}: exit {result.returncode}\n{result.stderr}")
