@@ -2,7 +2,8 @@
 
 The public API is small: :class:`CheckpointSaverListener` (write a listener
 in Python), :class:`Event`, and :func:`stop_requested` (for the training
-loop). Everything else runs behind ``ckptwatch run``.
+loop; :mod:`ckptwatch.integrations` has the callbacks for each framework).
+Everything else runs behind ``ckptwatch run``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ __all__ = ["CheckpointSaverListener", "Event", "__version__", "stop_requested"]
 if TYPE_CHECKING:
     from .events import Event
     from .listener import CheckpointSaverListener
-    from .delivery.stopfile import stop_requested
+    from .integrations.stopfile import stop_requested
 
 
 def __getattr__(name: str) -> Any:
@@ -29,7 +30,7 @@ def __getattr__(name: str) -> Any:
 
         return CheckpointSaverListener
     if name == "stop_requested":
-        from .delivery.stopfile import stop_requested
+        from .integrations.stopfile import stop_requested
 
         return stop_requested
     raise AttributeError(f"module 'ckptwatch' has no attribute {name!r}")

@@ -4,9 +4,12 @@
 It fits y = 3x + 1 by gradient descent and, every --save-every steps, writes
 ``DIR/checkpoint-N/`` (model.json, optimizer.json, then trainer_state.json
 last, as the Trainer does), keeping the newest --keep checkpoints. It checks
-ckptwatch's stop file after each step and stops when a listener asked.
+ckptwatch's stop file after each step and, when a listener asked, saves a
+last checkpoint and stops; with --sync it waits after each save for that
+save's listeners, so it stops at the very step whose listener asked.
 
     ckptwatch run runs/demo -- python examples/train.py runs/demo
+    ckptwatch run runs/demo -- python examples/train.py runs/demo --sync
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import shutil
 import sys
 import time
 
-from ckptwatch import stop_requested
+from ckptwatch.integrations import StopWatcher
 
 
 def save(directory: str, step: int, weights: dict, loss: float, keep: int) -> None:
@@ -45,8 +48,11 @@ def main() -> int:
     parser.add_argument("--save-every", type=int, default=20)
     parser.add_argument("--keep", type=int, default=3)
     parser.add_argument("--step-time", type=float, default=0.02, help="seconds a step takes (simulated)")
+    parser.add_argument("--sync", action="store_true", help="after each save, wait for its listeners' verdict")
+    parser.add_argument("--sync-timeout", type=float, default=300, help="seconds --sync waits at most for a verdict")
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
+    stop = StopWatcher(args.dir, sync=args.sync, timeout=args.sync_timeout)
     rng = random.Random(0)
     weights = {"w": 0.0, "b": 0.0}
     for step in range(1, args.steps + 1):
@@ -56,11 +62,15 @@ def main() -> int:
         weights["w"] -= 0.05 * 2 * sum(e * x for e, x in zip(errors, xs)) / len(xs)
         weights["b"] -= 0.05 * 2 * sum(errors) / len(xs)
         time.sleep(args.step_time)
-        if step % args.save_every == 0:
+        saved = step % args.save_every == 0
+        if saved:
             save(args.dir, step, weights, loss, args.keep)
             print(f"train: step {step} loss {loss:.4f} saved checkpoint-{step}", flush=True)
-        if stop_requested():
-            print(f"train: stop requested (see {os.environ['CKPTWATCH_STOP_FILE']}); stopping at step {step}",
+        request = stop.should_stop(step, saved=saved)
+        if request is not None:
+            if not saved:  # a last checkpoint at the step where training stops
+                save(args.dir, step, weights, loss, args.keep)
+            print(f"train: stop requested at step {request.step} ({request.reason}); stopping at step {step}",
                   flush=True)
             return 0
     print(f"train: done, {args.steps} steps", flush=True)
