@@ -102,6 +102,12 @@ def cli() -> None:
               metavar="SECONDS", help="Kill a listener run (its whole process group) after this long.")
 @click.option("--shutdown-timeout", envvar="CKPTWATCH_SHUTDOWN_TIMEOUT", type=click.FloatRange(0), default=20.0,
               metavar="SECONDS", help="On SIGTERM/SIGINT, how long queued listener runs may still run before end.")
+@click.option("--on-stop", envvar="CKPTWATCH_ON_STOP", default="file", metavar="file|signal:NAME",
+              help="With -- COMMAND: after a stop request's file is written, also send signal NAME (SIGTERM, "
+              "SIGINT...) to the command's process group, for training that cannot read the stop file.")
+@click.option("--role", envvar="CKPTWATCH_ROLE", type=click.Choice(["chief", "worker", "auto"]), default="chief",
+              help="worker: run only listeners with roles = [\"worker\"] and never write the stop file (a sidecar "
+              "per host). auto: from TF_CONFIG, RANK or JOB_COMPLETION_INDEX.")
 @click.option("--log-format", envvar="CKPTWATCH_LOG_FORMAT", type=click.Choice(["auto", "text", "json"]),
               default="auto", help="auto: rich on a terminal, plain lines otherwise; json: JSON lines.")
 @click.pass_context

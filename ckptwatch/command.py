@@ -1,9 +1,10 @@
 """The wrapped training command of ``ckptwatch run DIR -- COMMAND``.
 
 It runs in its own session (so it leads its own process group), with
-``CKPTWATCH_STOP_FILE`` and ``CKPTWATCH_DIR`` in its environment. The watcher
-forwards the first SIGTERM/SIGINT to its group, fires ``end`` when it exits,
-and exits with its status.
+``CKPTWATCH_STOP_FILE``, ``CKPTWATCH_DIR``, ``CKPTWATCH_STATE_DIR`` and
+``CKPTWATCH_RUN_ID`` in its environment. The watcher forwards the first
+SIGTERM/SIGINT to its group (and, with ``--on-stop signal:NAME``, sends NAME
+after a stop request), fires ``end`` when it exits, and exits with its status.
 """
 
 from __future__ import annotations
@@ -59,6 +60,13 @@ class TrainingCommand:
         if self._forwarded or self._proc is None or self.exited:
             return False
         self._forwarded = True
+        self._signal(sig)
+        return True
+
+    def send_signal(self, sig: int) -> bool:
+        """Send ``sig`` to its group (``--on-stop``); False when it has exited already."""
+        if self._proc is None or self.exited:
+            return False
         self._signal(sig)
         return True
 

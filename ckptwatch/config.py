@@ -37,6 +37,8 @@ RUN_KEYS = frozenset(
         "poll",
         "start_from",
         "pin",
+        "on_stop",
+        "role",
     }
 )
 
@@ -69,6 +71,10 @@ class Config:
     pin: bool = False
     #: How often to look again with native notifications, in case one was lost.
     rescan_interval: float = 10.0
+    #: ``file`` (the stop file only) or ``signal:NAME`` (also NAME to the wrapped command's group).
+    on_stop: str = "file"
+    #: ``chief``, ``worker`` (runs only listeners with roles "worker"; never writes the stop file) or ``auto``.
+    role: str = "chief"
 
     def __post_init__(self) -> None:
         for name in ("idle_timeout", "listener_timeout"):
@@ -81,6 +87,16 @@ class Config:
             raise ConfigError(f"poll must be 0 (never) or more seconds, not {self.poll:g}")
         if self.start_from not in ("all", "latest", "now") and not str(self.start_from).isdigit():
             raise ConfigError(f"start-from must be all, latest, now or a step number, not {self.start_from!r}")
+        if self.role not in ("chief", "worker", "auto"):
+            raise ConfigError(f"role must be chief, worker or auto, not {self.role!r}")
+        from .delivery.onstop import parse_on_stop
+
+        try:
+            parse_on_stop(self.on_stop)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.on_stop != "file" and not self.command:
+            raise ConfigError(f"--on-stop {self.on_stop} signals the wrapped command: add -- COMMAND, or drop it")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"log-format must be one of {', '.join(LOG_FORMATS)}, not {self.log_format!r}")
 
@@ -111,7 +127,7 @@ def load_toml(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     (``-`` or ``_`` in names) and ``[listener.NAME]`` tables with ``events``
     and ``timeout``, a Python class listener's ``class`` and ``args``, and
     the policy keys (``every_n_steps``, ``every_n_secs``, ``on_failure``,
-    ``coalesce``).
+    ``coalesce``), and ``roles`` (which ``--role`` runs it).
     """
     if sys.version_info >= (3, 11):
         import tomllib
@@ -152,7 +168,8 @@ def load_toml(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
 
 
 #: Keys of a ``[listener.NAME]`` table.
-LISTENER_KEYS = ("events", "timeout", "class", "args", "every_n_steps", "every_n_secs", "on_failure", "coalesce")
+LISTENER_KEYS = ("events", "timeout", "class", "args", "every_n_steps", "every_n_secs", "on_failure", "coalesce",
+                 "roles")
 
 
 def _listener_table(path: str, name: str, table: Any) -> dict[str, Any]:
@@ -175,6 +192,9 @@ def _listener_table(path: str, name: str, table: Any) -> dict[str, Any]:
         raise ConfigError(f"{where} class must be a string: MODULE:CLASS, PATH.py:CLASS or an installed listener")
     if "args" in table and not isinstance(table["args"], dict):
         raise ConfigError(f"{where} args must be a table of keyword arguments (args = {{ key = value }})")
+    roles = table.get("roles", ["chief"])
+    if not isinstance(roles, list) or not roles or not set(roles) <= {"chief", "worker"}:
+        raise ConfigError(f"{where} roles must be a list of chief, worker (default [\"chief\"])")
     try:
         parse_policy(table)
     except PolicyError as exc:
@@ -196,4 +216,6 @@ _RUN_TYPES: dict[str, tuple[type, ...]] = {
     "poll": (int, float),
     "start_from": (str, int),
     "pin": (bool,),
+    "on_stop": (str,),
+    "role": (str,),
 }

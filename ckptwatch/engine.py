@@ -73,6 +73,15 @@ class Engine:
         self.failures = 0
         #: Where every session tells what happened (metrics, reports, status files subscribe here).
         self.hub = Hub()
+        #: The first session's run id (the wrapped command gets it); later sessions add ``.2``, ``.3``...
+        self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + os.urandom(3).hex()
+        self._sessions = 0
+        #: chief or worker (``--role``), and why.
+        self.role, self.role_why = "chief", "--role chief"
+
+    def next_run_id(self) -> str:
+        self._sessions += 1
+        return self.run_id if self._sessions == 1 else f"{self.run_id}.{self._sessions}"
 
     # Start and finish ----------------------------------------------------------
 
@@ -98,12 +107,32 @@ class Engine:
             )
         except ListenerError as exc:
             raise UsageError(str(exc)) from None
+        self._apply_role()
         if not self.listeners:
             emit("info", "no listeners (add executables to ./listeners.d or pass -l PATH): events are only logged",
                  logging.WARNING)
 
+    def _apply_role(self) -> None:
+        """``--role``: a worker keeps only the listeners marked for workers, and says so."""
+        from .delivery.roles import resolve_role
+
+        self.role, self.role_why = resolve_role(self.config.role, os.environ)
+        if self.role != "worker":
+            if self.config.role == "auto":
+                emit("info", f"role chief ({self.role_why})", role="chief")
+            return
+        kept = [spec for spec in self.listeners if "worker" in spec.roles]
+        left = [spec.name for spec in self.listeners if "worker" not in spec.roles]
+        self.listeners = kept
+        emit("info", f"role worker ({self.role_why}): this watcher never writes the stop file; running "
+             f"{len(kept)} listener(s) marked roles = [\"worker\"]"
+             + (f", not {', '.join(left)} (chief only)" if left else ""), role="worker", skipped=left)
+
     def run(self) -> int:
         self.prepare()
+        from .report.progress import ProgressReporter
+
+        self.hub.add(ProgressReporter(self.role))
         close_inherited_fds()
         reaper = Reaper() if become_subreaper() else None
         if reaper is not None:
@@ -144,13 +173,28 @@ class Engine:
         from .command import TrainingCommand  # with subprocess: only when there is a command
 
         assert self.config.command
-        env = dict(os.environ, CKPTWATCH_STOP_FILE=self.config.stop_path, CKPTWATCH_DIR=self.dir)
+        env = dict(os.environ, CKPTWATCH_STOP_FILE=self.config.stop_path, CKPTWATCH_DIR=self.dir,
+                   CKPTWATCH_STATE_DIR=self.config.state_path, CKPTWATCH_RUN_ID=self.run_id)
         self.command = TrainingCommand(self.config.command, env, self._command_exited)
         try:
             self.command.start()
         except OSError as exc:
             raise UsageError(f"cannot start {self.config.command[0]}: {exc.strerror}") from None
         emit("info", f"started {' '.join(self.config.command)} (pid {self.command.pid})")
+        self._on_stop(self.command)
+
+    def _on_stop(self, command: TrainingCommand) -> None:
+        """``--on-stop signal:NAME``: the signal follows the stop file to the command's group."""
+        from .delivery.onstop import OnStopSignal, parse_on_stop
+
+        sig = parse_on_stop(self.config.on_stop)
+        if sig is None:
+            return
+        if self.role == "worker":
+            emit("info", f"--on-stop {self.config.on_stop}: a worker never asks for a stop; no signal will be sent",
+                 logging.WARNING)
+            return
+        self.hub.add(OnStopSignal(command, sig))
 
     def _command_exited(self) -> None:
         self.exit_reason = self.exit_reason or "command"
@@ -215,7 +259,7 @@ class Session:
         self.engine = engine
         self.config = engine.config
         self.dir = engine.dir
-        self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + os.urandom(3).hex()
+        self.run_id = engine.next_run_id()
         self.layout: Layout | None = None
         self.layout_fixed = False
         self.watcher: InotifyWatcher | ObserverWatcher | None = None
@@ -270,7 +314,7 @@ class Session:
         pins = os.path.join(config.state_path, "pins") if config.pin else None
         if pins is not None:
             shutil.rmtree(pins, ignore_errors=True)  # pins of a crashed session
-        self.context = RunContext(self.dir, config.stop_path, self.run_id, pin_dir=pins)
+        self.context = RunContext(self.dir, config.stop_path, self.run_id, pin_dir=pins, role=self.engine.role)
         self.hub.session_started(SessionFacts(self.run_id, self.dir, config.stop_path, config.state_path,
                                               tuple(spec.name for spec in self.engine.listeners), os.getpid()))
         if config.layout != "auto":

@@ -58,6 +58,8 @@ class RunContext:
     base_env: dict[str, str] = field(default_factory=listener_environment)
     #: False for ``ckptwatch fire``: a stop request is reported, no stop file written.
     write_stop_file: bool = True
+    #: ``worker`` (``--role``): stop requests are logged, and no stop file is written.
+    role: str = "chief"
 
     def path(self, rel: str | None) -> str:
         return os.path.join(self.dir, rel) if rel else ""
@@ -543,6 +545,11 @@ class Dispatcher:
 
     def _settle(self, delivery: Delivery) -> None:
         """Every run of a delivery has finished: write the stop file if one asked, then tell the hub."""
+        if delivery.stop_requests and self.context.role == "worker":
+            names = ", ".join(name for name, _ in delivery.stop_requests)
+            emit("stop", f"{names} asked for a stop at step {delivery.event.step}, but this watcher is a worker "
+                 "(--role): only the chief writes the stop file", logging.WARNING, step=delivery.event.step)
+            delivery.stop_requests = []
         if delivery.stop_requests and not self.context.write_stop_file:
             self.stop_asked += delivery.stop_requests
         elif delivery.stop_requests:

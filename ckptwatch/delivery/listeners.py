@@ -49,6 +49,8 @@ class ListenerSpec:
     policy: Policy = Policy()
     #: Set for a Python class listener (one warm process for the session).
     python: PythonTarget | None = None
+    #: Which watchers run it (``--role``): ``[listener.NAME] roles``, default chief only.
+    roles: frozenset[str] = frozenset({"chief"})
 
     @property
     def kind(self) -> str:
@@ -164,7 +166,8 @@ class _Found:
             python = PythonTarget(python.cls, python.module, python.file, dict(own["args"]), python.entry_point)
         elif python is None and "args" in own:
             self.warn(f"[listener.{name}] args is for Python class listeners; {name} is a script: ignored")
-        self.specs.append(ListenerSpec(name, path, events or frozenset(EVENT_NAMES), timeout, policy, python))
+        self.specs.append(ListenerSpec(name, path, events or frozenset(EVENT_NAMES), timeout, policy, python,
+                                       frozenset(own.get("roles", ("chief",)))))
 
 
 def _class_target(text: str, fail: Callable[[str], None]) -> PythonTarget | None:
