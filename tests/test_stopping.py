@@ -99,6 +99,28 @@ def test_sync_goes_on_with_a_warning_when_the_watcher_dies(ckpt, tmp_path, watch
     assert time.monotonic() - started < 55  # it did not wait out the 60 s timeout
 
 
+def test_sync_waits_for_this_process_save_not_an_earlier_runs_of_the_same_step(ckpt, tmp_path, watch, env):
+    """Steps: a sidecar watcher; a first training run saves steps 10 and 20 and ends; a second run
+    (a new process, same session, same steps) saves step 10 again, and now the listener (0.5 s) asks.
+    Result: the second run waits for its own save's verdict (the progress file's step 10 of the first
+    run does not count: its commit is older than the process) and stops at step 10."""
+    flag = tmp_path / "ask-now"
+    listener = write_listener(tmp_path / "l", "asks", events="after_save", after=textwrap.dedent(f"""
+        time.sleep(0.5)
+        if os.path.exists({str(flag)!r}) and record["stdin"]["step"] == 10:
+            sys.exit(3)
+        """))
+    w = watch(str(ckpt), "-l", str(listener))
+    w.wait_ready()
+    clean = {k: v for k, v in env.items() if not k.startswith("CKPTWATCH_")}
+    first = subprocess.run(train_command(ckpt, "--sync", "--steps", "20"), capture_output=True, text=True,
+                           env=clean, timeout=120)
+    assert "train: done, 20 steps" in first.stdout, first.stderr
+    flag.touch()
+    second = subprocess.run(train_command(ckpt, "--sync"), capture_output=True, text=True, env=clean, timeout=120)
+    assert stopped_at(second.stdout) == (10, 10), second.stderr
+
+
 # run ids -------------------------------------------------------------------------------
 
 
