@@ -167,16 +167,45 @@ def listeners(path: Path, *examples: str) -> Path:
     return path
 
 
-def train(ckpt: Path, stop_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """examples/train.py on the host, saving every 20 steps, stopping when asked."""
+def train(ckpt: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """examples/train.py on the host, saving every 20 steps into ``ckpt``, stopping when
+    ``ckpt/ckptwatch.stop`` asks (and saving a last checkpoint there)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CKPTWATCH_")}
-    env.update(CKPTWATCH_STOP_FILE=str(stop_file), PYTHONPATH=str(ROOT))
+    env.update(PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, str(ROOT / "examples" / "train.py"), str(ckpt), "--keep", "100",
                            "--step-time", "0.05", *args], env=env, capture_output=True, text=True, timeout=WAIT)
 
 
-def saved_steps(output: str) -> list[int]:
-    return [int(line.split("checkpoint-")[1]) for line in output.splitlines() if "saved checkpoint-" in line]
+TRAIN_READING_THE_ENVIRONMENT = """
+import json, os, sys, time
+from ckptwatch import stop_requested
+for step in range(1, 401):
+    time.sleep(0.05)
+    if step % 20 == 0:
+        folder = os.path.join(sys.argv[1], f"checkpoint-{step}")
+        os.mkdir(folder)
+        with open(os.path.join(folder, "model.json"), "w") as out:
+            out.write("{}")
+        with open(os.path.join(folder, "trainer_state.json"), "w") as out:  # last: the commit
+            json.dump({"global_step": step}, out)
+    if stop_requested():  # $CKPTWATCH_STOP_FILE
+        print(f"stop requested; stopping at step {step}")
+        break
+"""
+
+
+def train_with_stop_file(ckpt: Path, stop_file: Path) -> subprocess.CompletedProcess[str]:
+    """A training loop on the host that finds the stop file through $CKPTWATCH_STOP_FILE
+    (the file is not in the checkpoint directory here)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CKPTWATCH_")}
+    env.update(PYTHONPATH=str(ROOT), CKPTWATCH_STOP_FILE=str(stop_file))
+    return subprocess.run([sys.executable, "-c", TRAIN_READING_THE_ENVIRONMENT, str(ckpt)], env=env,
+                          capture_output=True, text=True, timeout=WAIT)
+
+
+def saved_steps(ckpt: Path) -> list[int]:
+    """The steps saved in ``ckpt`` (nothing is rotated: --keep 100)."""
+    return sorted(int(p.name.split("-")[1]) for p in ckpt.glob("checkpoint-*"))
 
 
 def events(records: list[dict[str, Any]]) -> list[tuple[str, int | None]]:
@@ -188,7 +217,8 @@ def test_sidecar_gets_every_event_stops_training_and_ends_on_podman_stop(tmp_pat
     mounted read-only); a host directory at /ckpt; training on the host saves every 20 steps;
     30-stop-at-step asks for a stop at step 60; then `podman stop`.
     Result: the container's listeners get begin, before_save/after_save for each save, in order;
-    the host reads the stop file (step 60, mode 0644, written by uid 10001) and training stops;
+    training reads the stop file and stops (saving a last checkpoint, which asks again); the
+    host reads the stop file (mode 0644, written by uid 10001);
     `podman stop` fires end and the container exits 0; ckptwatch is PID 1, not root."""
     ckpt = shared_dir(tmp_path / "ckpt")
     records = shared_dir(tmp_path / "records", uid=UID)
@@ -198,16 +228,18 @@ def test_sidecar_gets_every_event_stops_training_and_ends_on_podman_stop(tmp_pat
     assert ready["listeners"] == ["10-log-event", "30-stop-at-step", "50-record"]
     assert (ready["dir"], ready["state_dir"]) == ("/ckpt", "/var/lib/ckptwatch")
 
-    trained = train(ckpt, ckpt / "ckptwatch.stop", "--steps", "400")
+    trained = train(ckpt, "--steps", "400")
     assert trained.returncode == 0, trained.stderr
-    assert "stop requested" in trained.stdout
-    steps = saved_steps(trained.stdout)
-    assert steps[:3] == [20, 40, 60] and steps[-1] < 400
+    assert "stop requested at step 60 (30-stop-at-step: step 60 reached STOP_AT_STEP=60" in trained.stdout
+    steps = saved_steps(ckpt)  # the last one is training's own, at the step where it stopped
+    assert steps[:3] == [20, 40, 60] and 60 < steps[-1] < 400
 
+    # The last save asks for a stop again: wait for that request, then read it as the host.
+    box.wait_for(lambda r: r.get("kind") == "stop" and r.get("step") == steps[-1])
     stop_file = ckpt / "ckptwatch.stop"
     request = json.loads(stop_file.read_text())
-    assert (request["step"], request["listeners"]) == (60, ["30-stop-at-step"])
-    assert "STOP_AT_STEP=60" in request["reason"]
+    assert (request["step"], request["listeners"]) == (steps[-1], ["30-stop-at-step"])
+    assert "reached STOP_AT_STEP=60" in request["reason"]
     st = stop_file.stat()
     assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o644, UID, GID)
 
@@ -248,9 +280,9 @@ def test_read_only_checkpoints_with_the_state_dir_on_another_volume(tmp_path, co
     box = containers(mounts, args)
     assert box.wait_for(lambda r: r.get("kind") == "ready")["state_dir"] == "/state"
 
-    trained = train(ckpt, state / "ckptwatch.stop", "--steps", "400")
+    trained = train_with_stop_file(ckpt, state / "ckptwatch.stop")
     assert trained.returncode == 0 and "stop requested" in trained.stdout, trained.stderr
-    steps = saved_steps(trained.stdout)
+    steps = saved_steps(ckpt)
     assert json.loads((state / "ckptwatch.stop").read_text())["step"] == 40
     box.wait_run("50-record", "after_save", steps[-1])
     assert box.stop() == 0
@@ -269,7 +301,7 @@ def test_user_override(tmp_path, containers):
     Result: the listeners run as 4242 (the journal in the image's open state directory), exit 0."""
     ckpt = shared_dir(tmp_path / "ckpt", uid=4242, gid=4242)
     records = shared_dir(tmp_path / "records", uid=4242, gid=4242)
-    assert train(ckpt, ckpt / "never", "--steps", "20").returncode == 0
+    assert train(ckpt, "--steps", "20").returncode == 0
     box = containers(["--user", "4242:4242", "-v", f"{ckpt}:/ckpt", "-v", f"{records}:/records",
                       "-v", f"{listeners(tmp_path / 'l')}:/etc/ckptwatch/listeners.d:ro"], ["run", "/ckpt", "--once"])
     assert box.wait_exit() == 0, "\n".join(box.lines)
@@ -285,7 +317,7 @@ def test_kubernetes_configmap_and_sidecar_arguments_in_the_image(tmp_path, conta
     at after_save and end, as its ckptwatch.toml says), a stop at step 40, exit 0."""
     config = configmap_tree(tmp_path / "etc-ckptwatch")
     ckpt = shared_dir(tmp_path / "ckpt")
-    assert train(ckpt, ckpt / "never", "--steps", "40").returncode == 0
+    assert train(ckpt, "--steps", "40").returncode == 0
     args = sidecar(NATIVE)["args"]
     box = containers(["-v", f"{config}:/etc/ckptwatch:ro", "-v", f"{ckpt}:/ckpt", "-e", "STOP_AT_STEP=40"],
                      [*args, "--once"])
@@ -308,7 +340,7 @@ def test_health_check_probes_and_metrics_with_the_job_arguments(tmp_path, contai
     ckpt = shared_dir(tmp_path / "ckpt")
     box = containers(["-v", f"{ckpt}:/ckpt", "-p", "127.0.0.1::9400"], sidecar(NATIVE)["args"])
     box.wait_for(lambda r: r.get("kind") == "ready")
-    assert train(ckpt, ckpt / "never", "--steps", "60").returncode == 0
+    assert train(ckpt, "--steps", "60").returncode == 0
     box.wait_run("10-log-event", "after_save", 60)
 
     health = podman("healthcheck", "run", box.name, check=False)
