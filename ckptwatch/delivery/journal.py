@@ -7,8 +7,9 @@ repeat a listener run that finished nor skip a committed checkpoint. Records:
   names of the listeners it was queued for;
 - ``run``: one listener's run of one event: ``started`` (with its process
   group, not fsynced, so nothing on the commit path waits for the disk), then
-  an outcome (``done``, ``stop``, ``failed``, ``timeout``, ``vanished``;
-  fsynced) or ``interrupted`` (cut off by a shutdown: run again next time).
+  an outcome (``done``, ``stop``, ``failed``, ``timeout``, ``vanished``,
+  ``skipped``; fsynced), ``retried`` (failed, and owed again by
+  ``on_failure = "retry:N"``) or ``interrupted`` (cut off by a shutdown: run again next time).
 
 A crash can tear only the last line; loading drops it. A queued run with no
 outcome is handed back by :meth:`Journal.pending` (a ``retry`` when it had
@@ -35,8 +36,9 @@ JOURNAL_NAME = "journal.jsonl"
 LOCK_NAME = "lock"
 #: A journal with more superseded lines than this is compacted at open.
 COMPACT_AFTER = 10_000
-#: Outcomes after which a run is never repeated.
-FINISHED = frozenset({"done", "stop", "failed", "timeout", "vanished"})
+#: Outcomes after which a run is never repeated (``skipped``: a coalescing listener was behind;
+#: ``retried``, a failed attempt that ``on_failure = "retry:N"`` runs again, is not one).
+FINISHED = frozenset({"done", "stop", "failed", "timeout", "vanished", "skipped"})
 
 
 class JournalBusy(RuntimeError):
