@@ -39,6 +39,45 @@ def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | N
     return path
 
 
+def _listener_args(items: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``-l`` values, with ``MODULE:CLASS`` put back together where CKPTWATCH_LISTENERS split it at its colon."""
+    import os
+    import re
+
+    out: list[str] = []
+    for item in items:
+        if out and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", item) and not os.path.lexists(item) \
+                and not os.path.lexists(out[-1]) and re.fullmatch(r"[A-Za-z_][\w.]*|.+\.py", out[-1]):
+            out[-1] = f"{out[-1]}:{item}"
+        else:
+            out.append(item)
+    return tuple(out)
+
+
+def _listener_options(func: Any) -> Any:
+    """``-l``, ``--config`` and ``--listener-timeout``, read as ``run`` reads them (tools share them)."""
+    func = click.option("--listener-timeout", envvar="CKPTWATCH_LISTENER_TIMEOUT",
+                        type=click.FloatRange(0, min_open=True), metavar="SECONDS",
+                        help="Kill a listener run (its whole process group) after this long.")(func)
+    func = click.option("--config", "config_file", envvar="CKPTWATCH_CONFIG", is_eager=True,
+                        type=click.Path(dir_okay=False, path_type=str), callback=_load_config_file,
+                        help="A ckptwatch.toml.  [default: ./ckptwatch.toml when it exists]")(func)
+    func = click.option("-l", "--listeners", "listeners", multiple=True, envvar="CKPTWATCH_LISTENERS",
+                        type=click.Path(path_type=str),
+                        help="A listener directory, an executable, or a Python class (MODULE:CLASS, "
+                        "PATH.py:CLASS, an installed listener's name); repeatable. Default: ./listeners.d "
+                        "when it exists, and the classes ckptwatch.toml names.")(func)
+    return func
+
+
+def _listener_locations(listeners: tuple[str, ...]) -> tuple[str, ...]:
+    import os
+
+    if listeners:
+        return _listener_args(listeners)
+    return ("listeners.d",) if os.path.isdir("listeners.d") else ()
+
+
 def _help_width() -> int:
     """The width click would pick (terminal columns, at most 100, less 2, at least 50).
 
@@ -74,8 +113,9 @@ def cli() -> None:
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- COMMAND [ARGS]...]")
 @click.option("-l", "--listeners", "listeners", multiple=True, envvar="CKPTWATCH_LISTENERS",
               type=click.Path(path_type=str), show_default=False,
-              help="A listener directory or a single executable; repeatable. Default: ./listeners.d when it "
-              "exists. Env CKPTWATCH_LISTENERS (':'-separated).")
+              help="A listener directory, an executable, or a Python class (MODULE:CLASS, PATH.py:CLASS, an "
+              "installed listener's name); repeatable. Default: ./listeners.d when it exists. Env "
+              "CKPTWATCH_LISTENERS (':'-separated).")
 @click.option("--layout", envvar="CKPTWATCH_LAYOUT", default="auto",
               help="auto, or a layout name (see 'ckptwatch layouts').")
 @click.option("--stop-file", envvar="CKPTWATCH_STOP_FILE", type=click.Path(dir_okay=False, path_type=str),
@@ -126,7 +166,7 @@ def run(ctx: click.Context, **options: Any) -> None:
     global _watcher_ran
     _watcher_ran = True
     options.pop("config_file")
-    options["listeners"] = tuple(options["listeners"])
+    options["listeners"] = _listener_args(options["listeners"])
     options["command"] = tuple(options["command"])
     try:
         config = Config(listener_settings=ctx.meta.get("listener_settings", {}), **options)
@@ -189,6 +229,132 @@ def listeners_command() -> None:
 
     for line in lines(installed()):
         click.echo(line)
+
+
+@cli.command("init")
+@click.argument("dir", default=".", type=click.Path(file_okay=False, path_type=str))
+def init_command(dir: str) -> None:
+    """Start listeners in DIR (default: here): listeners.d/ with a script and a Python class, ckptwatch.toml.
+
+    Every file is commented; an existing file is never overwritten. Then:
+    ckptwatch check, and ckptwatch simulate to see them run.
+    """
+    from .tools.init import init
+
+    try:
+        made = init(dir)
+    except OSError as exc:
+        raise click.UsageError(f"cannot write in {dir}: {exc.strerror}") from None
+    for path in made.created:
+        click.echo(f"created  {path}")
+    for path in made.kept:
+        click.echo(f"kept     {path} (it exists; not overwritten)")
+    where = "" if dir in (".", "./") else f"cd {dir} && "
+    click.echo(f"next:    {where}ckptwatch check && ckptwatch simulate")
+
+
+@cli.command("check")
+@_listener_options
+@click.pass_context
+def check_command(ctx: click.Context, listeners: tuple[str, ...], config_file: str | None,
+                  listener_timeout: float | None) -> None:
+    """Read ckptwatch.toml and every listener as run would, one line per listener; exit 2 on any problem.
+
+    Checks: executable, #! interpreter found, not writable by every user,
+    the ckptwatch: line, a Python class importable (in a process of its own)
+    and a listener class taking its args, settings typed.
+    """
+    from .tools.check import check
+
+    result = check(_listener_locations(listeners), ctx.meta.get("listener_settings", {}), listener_timeout)
+    for line in result.lines:
+        click.echo(line)
+    for problem in result.problems:
+        click.echo(f"problem: {problem}")
+    ok = sum(1 for line in result.lines if line.startswith("ok"))
+    click.echo(f"{ok} listener(s) ok, {len(result.problems)} problem(s)")
+    ctx.exit(0 if result.ok else EXIT_USAGE)
+
+
+@cli.command("fire")
+@click.argument("event", type=click.Choice(["begin", "before_save", "after_save", "end"]))
+@click.option("--step", type=int, help="The step.  [default: the newest checkpoint's in DIR]")
+@click.option("--checkpoint", type=click.Path(path_type=str),
+              help="The checkpoint path.  [default: the one at --step (or the newest) in DIR]")
+@click.option("--dir", "directory", default=".", type=click.Path(file_okay=False, path_type=str),
+              help="The checkpoint directory.  [default: .]")
+@click.option("--layout", envvar="CKPTWATCH_LAYOUT", default="auto", help="auto, or a layout name.")
+@click.option("--stop-file", envvar="CKPTWATCH_STOP_FILE", type=click.Path(dir_okay=False, path_type=str),
+              help="Given to listeners; never written by fire.  [default: DIR/ckptwatch.stop]")
+@click.option("--log-format", envvar="CKPTWATCH_LOG_FORMAT", type=click.Choice(["auto", "text", "json"]),
+              default="auto", help="auto: rich on a terminal, plain lines otherwise; json: JSON lines.")
+@_listener_options
+@click.pass_context
+def fire_command(ctx: click.Context, event: str, step: int | None, checkpoint: str | None, directory: str,
+                 layout: str, stop_file: str | None, log_format: str, listeners: tuple[str, ...],
+                 config_file: str | None, listener_timeout: float | None) -> None:
+    """Run the listeners for one EVENT now, exactly as run would; exit 0, 1 (one failed) or 3 (one asked to stop).
+
+    \b
+    Examples:
+      ckptwatch fire after_save --dir /ckpt            # the newest checkpoint there
+      ckptwatch fire after_save --dir /ckpt --step 500 -l listeners.d/20-upload
+    No stop file is written and the journal is not touched.
+    """
+    from .report.console import setup_logging
+    from .tools.fire import FireError, fire
+
+    global _watcher_ran
+    _watcher_ran = True  # listener processes to end: the normal teardown
+    thread = setup_logging(log_format)  # type: ignore[arg-type]
+    try:
+        status = fire(event, step=step, checkpoint=checkpoint, directory=directory,
+                      locations=_listener_locations(listeners), settings=ctx.meta.get("listener_settings", {}),
+                      layout=layout, stop_file=stop_file, listener_timeout=listener_timeout)
+    except FireError as exc:
+        thread.stop()
+        raise click.UsageError(str(exc)) from None
+    thread.stop()
+    ctx.exit(status)
+
+
+@cli.command("simulate")
+@click.option("--layout", default="tf", show_default=True,
+              type=click.Choice(["tf", "hf", "dcp", "orbax", "deepspeed", "torch", "lightning"]),
+              help="The framework's save protocol to fake.")
+@click.option("--saves", default=5, show_default=True, type=click.IntRange(1), help="How many saves.")
+@click.option("--every", default=1.0, show_default=True, type=click.FloatRange(0), metavar="SECONDS",
+              help="Seconds between saves.")
+@click.option("--step-size", default=100, show_default=True, type=click.IntRange(1), help="Steps between saves.")
+@click.option("--keep", is_flag=True, help="Keep the temporary directory (its path is logged).")
+@click.option("--log-format", envvar="CKPTWATCH_LOG_FORMAT", type=click.Choice(["auto", "text", "json"]),
+              default="auto", help="auto: rich on a terminal, plain lines otherwise; json: JSON lines.")
+@_listener_options
+@click.pass_context
+def simulate_command(ctx: click.Context, layout: str, saves: int, every: float, step_size: int, keep: bool,
+                     log_format: str, listeners: tuple[str, ...], config_file: str | None,
+                     listener_timeout: float | None) -> None:
+    """A fake training run that saves (real-looking files) into a temporary directory, watched live.
+
+    ckptwatch run wraps it and runs your listeners on each save; it ends at
+    the last save or when a listener asks for a stop. Exit status: run's.
+
+    \b
+    Example:
+      ckptwatch simulate --layout hf --saves 5 --every 0.5 -l listeners.d
+    """
+    from .engine import UsageError
+    from .tools.simulate import simulate
+
+    global _watcher_ran
+    _watcher_ran = True
+    try:
+        status = simulate(layout=layout, saves=saves, every=every, step_size=step_size,
+                          locations=_listener_args(listeners), settings=ctx.meta.get("listener_settings", {}),
+                          log_format=log_format, listener_timeout=listener_timeout, keep=keep)
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from None
+    ctx.exit(status)
 
 
 def _negative_poll(argv: list[str]) -> str | None:

@@ -36,12 +36,12 @@ from .pytarget import PythonTarget
 from .reaper import forget, spawning
 from .runner import KILL_GRACE, TAIL_LINES, RunOutcome, _LineReader, _std_fds_open, kill_group, process_start_ticks
 
-__all__ = ["CLOSE_GRACE", "WarmHost", "WarmRun"]
+__all__ = ["CLOSE_GRACE", "PACKAGE_ROOT", "WarmHost", "WarmRun", "host_logger"]
 
 #: Seconds a process has to exit by itself at the end of the session before its group is killed.
 CLOSE_GRACE = 5.0
 #: The directory that holds the ``ckptwatch`` package: the listener's process imports the same one.
-_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _how(code: int | None) -> str:
@@ -231,7 +231,7 @@ class WarmHost:
         res_r, res_w = os.pipe()
         out_r, out_w = os.pipe()
         cmd_r, res_w, out_w = _above_four(cmd_r), _above_four(res_w), _above_four(out_w)
-        argv = [sys.executable, "-c", BOOT, _PACKAGE_ROOT, "3", "4"]
+        argv = [sys.executable, "-c", BOOT, PACKAGE_ROOT, "3", "4"]
         try:
             with spawning() as ours:  # registered before the reaper can see it exit
                 pid = os.posix_spawn(
