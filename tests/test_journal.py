@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import threading
 
 import pytest
 
@@ -62,6 +65,20 @@ def test_a_second_watcher_on_the_same_state_dir_is_refused(tmp_path):
         Journal(str(tmp_path))
     journal.close()
     Journal(str(tmp_path)).close()
+
+
+def test_a_status_probe_holding_the_lock_for_an_instant_does_not_refuse_a_start(tmp_path):
+    """Steps: a reader (as ``ckptwatch status`` does) holds a shared lock on the lock file;
+    a journal opens meanwhile; the reader lets go 0.2 s later.
+    Result: the journal waits the probe out and opens; a second one is still refused."""
+    (tmp_path / "lock").write_bytes(b"")
+    probe = os.open(tmp_path / "lock", os.O_RDONLY)
+    fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    threading.Timer(0.2, os.close, (probe,)).start()
+    journal = Journal(str(tmp_path))
+    with pytest.raises(JournalBusy):
+        Journal(str(tmp_path))
+    journal.close()
 
 
 def test_garbage_lines_are_skipped_not_fatal(tmp_path):

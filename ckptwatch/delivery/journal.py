@@ -34,6 +34,8 @@ __all__ = ["FINISHED", "Journal", "JournalBusy", "PendingRun", "QueuedEvent"]
 
 JOURNAL_NAME = "journal.jsonl"
 LOCK_NAME = "lock"
+#: How long a start waits for a lock held by someone else (a ``status`` probe holds it for microseconds).
+LOCK_GRACE = 1.0
 #: A journal with more superseded lines than this is compacted at open.
 COMPACT_AFTER = 10_000
 #: Outcomes after which a run is never repeated (``skipped``: a coalescing listener was behind;
@@ -92,9 +94,7 @@ class Journal:
         self._next_id = 1
         # The lock is a file of its own, so that compaction can replace the journal.
         self._lock_file = open(os.path.join(state_dir, LOCK_NAME), "a+b")  # noqa: SIM115
-        try:
-            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _lock_with_grace(self._lock_file.fileno()):
             self._lock_file.close()
             raise JournalBusy(f"another ckptwatch is using the state directory {state_dir}") from None
         self._file = open(self.path, "a+b")  # noqa: SIM115 - held for the session
@@ -289,6 +289,24 @@ class Journal:
                 self._file.flush()
                 self._file.close()
                 self._lock_file.close()
+
+
+def _lock_with_grace(fd: int, grace: float = LOCK_GRACE) -> bool:
+    """Take the exclusive lock; False when another watcher holds it.
+
+    ``ckptwatch status`` tells a live watcher from a dead one by trying a
+    shared lock for an instant; a watcher starting in that instant waits it
+    out instead of taking the prober for another watcher.
+    """
+    deadline = time.monotonic() + grace
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
 
 
 def _line(record: dict[str, Any]) -> bytes:
