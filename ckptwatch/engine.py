@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from . import layouts
 from .config import Config
 from .report.console import emit
-from .report.hub import Hub, SessionFacts
+from .report.hub import Ending, Hub, SessionFacts
 from .delivery.dispatch import Dispatcher, RunContext
 from .events import Event
 from .delivery.journal import Journal, JournalBusy
@@ -138,13 +138,17 @@ class Engine:
         if reaper is not None:
             reaper.start()
         with self._capture_signals():
+            served = False
             try:
                 self._serve()
+                served = True
             finally:
                 if self.command is not None and (self.force_signal is not None or not self.command.exited):
                     self.command.kill()
                 if reaper is not None:
                     reaper.stop()
+                if served:
+                    self.hub.finished(self._ending())
                 self.hub.close()
         self.waker.close()
         return self._exit_status()
@@ -163,11 +167,24 @@ class Engine:
                 self.waker.wait(0.1)
 
     def _exit_status(self) -> int:
+        return self._ending().status
+
+    def _ending(self) -> Ending:
+        """The exit status and why, in the order of precedence (usage errors never get here)."""
+        command = self.command
+        command_status = command.exit_status if command is not None and command.exited else None
+        argv = tuple(self.config.command)
+
+        def end(status: int, reason: str) -> Ending:
+            return Ending(status, reason, argv, command_status)
+
         if self.force_signal is not None:
-            return 128 + self.force_signal
-        if self.command is not None and self.command.exited and self.command.exit_status != 0:
-            return self.command.exit_status
-        return EXIT_LISTENER_FAILED if self.failures else EXIT_OK
+            return end(128 + self.force_signal, f"forced out by a second {signal.Signals(self.force_signal).name}")
+        if command_status:
+            return end(command_status, f"the training command {_exited(command_status)}")
+        if self.failures:
+            return end(EXIT_LISTENER_FAILED, f"{self.failures} listener run(s) failed")
+        return end(EXIT_OK, "no listener failed")
 
     def _start_command(self) -> None:
         from .command import TrainingCommand  # with subprocess: only when there is a command
@@ -205,6 +222,7 @@ class Engine:
         if os.path.isdir(self.dir):
             return True
         emit("info", f"{self.config.dir} does not exist yet; waiting for it")
+        self.hub.waiting_for_dir(self.dir)
         started = time.monotonic()
         while not os.path.isdir(self.dir):
             if self.exit_reason or self.force_signal is not None:
@@ -357,7 +375,7 @@ class Session:
             self.interval = poll
             emit("info", f"polling {config.dir} every {poll:g} s", poll=poll)
             return
-        self.watcher = Watcher(self.dir, self.engine.waker)
+        self.watcher = Watcher(self.dir, self.engine.waker, self.hub.notifications_overflowed)
         try:
             self.watcher.start()
         except OSError as exc:
@@ -377,14 +395,18 @@ class Session:
         first = True
         while True:
             woken = self.engine.waker.wait(self._wait_timeout())
-            if not woken and self.recheck_at is not None and time.monotonic() >= self.recheck_at:
+            recheck = not woken and self.recheck_at is not None and time.monotonic() >= self.recheck_at
+            if recheck:
                 self.stats["recheck_waits"] += 1
             everything, hints = waker.take()
             reason = self.should_exit()
             try:
                 if everything or reason:
                     self.index.relist()
+                    if everything and not first and not reason:
+                        self.hub.rescanned("relist")
                 elif not woken:
+                    self.hub.rescanned("recheck" if recheck else "timer" if self.watcher is not None else "poll")
                     # A poll tick, or the safety timer: look at every marker again. A
                     # poll also lists DIR (whole on a network file system, which may
                     # cache its mtime); with native notifications it need not: inotify
@@ -590,6 +612,16 @@ class Session:
         self.hub.session_ended(reason)
         stats = {**self.stats, "full_listings": self.index.full_listings}
         emit("info", f"session {self.run_id} ended ({reason})", reason=reason, **stats)
+
+
+def _exited(status: int) -> str:
+    """``exited 3`` or ``was killed by SIGKILL`` (an exit status of 128+N)."""
+    if status > 128:
+        try:
+            return f"was killed by {signal.Signals(status - 128).name}"
+        except ValueError:
+            pass
+    return f"exited {status}"
 
 
 def _remove_torn_stop_files(stop_file: str) -> None:

@@ -8,17 +8,23 @@ reads (metrics, the summary, the status and progress files) subclasses
 :class:`Reporter` and overrides only what it needs; every method does
 nothing by default, as in TensorFlow's ``CheckpointSaverListener``.
 
-Call order, for one session::
+Call order, for one watcher::
 
-    session_started(facts)
-    layout_chosen(name, why)                 # when auto-detection decides (or --layout)
-    for each save:
-        save_started(step, path, when)       # only when the layout showed the start
-        committed(event, when, started)      # after its listeners were started
-        run_finished(record)                 # per listener run, from its worker thread
-        event_finished(event, stop)          # once every run of that event finished
-        stop_written(request)                # before that event_finished, when one asked
-    session_ended(reason)
+    waiting_for_dir(dir)                     # only when DIR does not exist yet (again)
+    for each session (DIR deleted and created again starts another):
+        session_started(facts)
+        layout_chosen(name, why)             # when auto-detection decides (or --layout)
+        rescanned(reason)                    # each look at everything not hinted by a notification
+        notifications_overflowed()           # the kernel dropped notifications (a rescan follows)
+        for each save:
+            save_started(step, path, when)   # only when the layout showed the start
+            committed(event, when, started)  # just before its listeners start
+            run_finished(record)             # per listener run, from its worker thread
+            event_finished(event, stop)      # once every run of that event finished
+            stop_written(request)            # before that event_finished, when one asked
+        stale_changed(stale, seconds, step)  # --stale-after: no commit for that long; a commit clears it
+        session_ended(reason)
+    finished(ending)                         # once: the exit status and why (not after a usage error)
     close()                                  # once, when the watcher exits
 
 A reporter must be quick (``committed`` runs on the engine thread, right
@@ -42,7 +48,7 @@ if TYPE_CHECKING:
     from ..delivery.stopfile import StopRequest
     from ..events import Event
 
-__all__ = ["Hub", "Reporter", "RunRecord", "SessionFacts"]
+__all__ = ["Ending", "Hub", "Reporter", "RunRecord", "SessionFacts", "Verdict"]
 
 
 @dataclass(frozen=True)
@@ -79,8 +85,38 @@ class RunRecord:
     finished: float = field(default_factory=time.time)
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """One expectation (``--expect-*``), checked when the watcher ends."""
+
+    #: The option's name less ``expect-``: checkpoints, steps, last-step, stop, no-stop, within.
+    name: str
+    held: bool
+    #: What was expected and what was seen, in words (``at least 3 checkpoints``, ``2 committed``).
+    expected: str
+    seen: str
+    #: The one line that says it (``expected ...; committed: ...``).
+    line: str
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How the watcher ends: its exit status and why, the wrapped command's, the expectations."""
+
+    status: int
+    reason: str
+    command: tuple[str, ...] = ()
+    #: The wrapped command's exit status (128+N for signal N); None without one or when it never exited.
+    command_status: int | None = None
+    verdicts: tuple[Verdict, ...] = ()
+    finished: float = field(default_factory=time.time)
+
+
 class Reporter:
     """Override what you need; each method does nothing by default."""
+
+    def waiting_for_dir(self, dir: str) -> None:
+        """Called when DIR does not exist (yet, or any more) and the watcher waits for it."""
 
     def session_started(self, facts: SessionFacts) -> None:
         """Called once per session, before ``begin`` is handed to listeners."""
@@ -109,8 +145,28 @@ class Reporter:
     def stop_written(self, request: StopRequest) -> None:
         """Called when the stop file was written."""
 
+    def rescanned(self, reason: str) -> None:
+        """Called when the engine looks at everything without a notification's hint.
+
+        ``reason``: ``poll`` (a ``--poll`` tick), ``timer`` (with native notifications: the
+        safety rescan, or another timer of the engine's), ``recheck`` (a layout asked for a
+        second look) or ``relist`` (DIR listed whole again: an overflow, a watch lost).
+        """
+
+    def notifications_overflowed(self) -> None:
+        """Called when the kernel's notification queue overflowed (a ``relist`` rescan follows)."""
+
+    def stale_changed(self, stale: bool, seconds_since_commit: float, step: int | None) -> None:
+        """Called when ``--stale-after`` passed with no commit (True), and at the commit that ends it (False).
+
+        ``step`` is the last committed step (None when there was none this session).
+        """
+
     def session_ended(self, reason: str) -> None:
         """Called once, after ``end`` was delivered (or could not be): why the session ended."""
+
+    def finished(self, ending: Ending) -> None:
+        """Called once when the watcher ends (after the wrapped command exited): its exit status and why."""
 
     def close(self) -> None:
         """Called once, when the watcher exits."""
@@ -134,6 +190,9 @@ class Hub(Reporter):
                 emit("info", f"reporter {type(reporter).__name__} failed at {method} ({type(exc).__name__}: "
                      f"{exc}); it reports nothing more this run", logging.ERROR)
 
+    def waiting_for_dir(self, dir: str) -> None:
+        self._tell("waiting_for_dir", dir)
+
     def session_started(self, facts: SessionFacts) -> None:
         self._tell("session_started", facts)
 
@@ -155,8 +214,20 @@ class Hub(Reporter):
     def stop_written(self, request: StopRequest) -> None:
         self._tell("stop_written", request)
 
+    def rescanned(self, reason: str) -> None:
+        self._tell("rescanned", reason)
+
+    def notifications_overflowed(self) -> None:
+        self._tell("notifications_overflowed")
+
+    def stale_changed(self, stale: bool, seconds_since_commit: float, step: int | None) -> None:
+        self._tell("stale_changed", stale, seconds_since_commit, step)
+
     def session_ended(self, reason: str) -> None:
         self._tell("session_ended", reason)
+
+    def finished(self, ending: Ending) -> None:
+        self._tell("finished", ending)
 
     def close(self) -> None:
         self._tell("close")

@@ -140,14 +140,17 @@ def _event_filter() -> list[type[Any]]:
     ]
 
 
-def Watcher(root: str, waker: Waker) -> InotifyWatcher | ObserverWatcher:  # noqa: N802 - a factory
+def Watcher(  # noqa: N802 - a factory
+    root: str, waker: Waker, on_overflow: Callable[[], None] | None = None
+) -> InotifyWatcher | ObserverWatcher:
     """The native watcher for this platform: inotify read by the engine on Linux, watchdog's observer elsewhere.
 
-    ``CKPTWATCH_NOTIFY=watchdog`` picks watchdog's observer on Linux too.
+    ``CKPTWATCH_NOTIFY=watchdog`` picks watchdog's observer on Linux too. ``on_overflow`` is
+    called (on the engine thread) when the kernel's queue overflowed.
     """
     if os.environ.get("CKPTWATCH_NOTIFY") != "watchdog":
         try:
-            return InotifyWatcher(root, waker)
+            return InotifyWatcher(root, waker, on_overflow)
         except OSError:
             pass
     return ObserverWatcher(root, waker)
@@ -162,11 +165,12 @@ class InotifyWatcher:
     everything: the engine lists DIR whole.
     """
 
-    def __init__(self, root: str, waker: Waker) -> None:
+    def __init__(self, root: str, waker: Waker, on_overflow: Callable[[], None] | None = None) -> None:
         from . import inotify as ino
 
         self.root = root
         self._waker = waker
+        self._on_overflow = on_overflow
         self._ino = ino.Inotify()
         self._mask = (
             ino.IN_CREATE | ino.IN_DELETE | ino.IN_MOVED_FROM | ino.IN_MOVED_TO | ino.IN_CLOSE_WRITE
@@ -207,6 +211,8 @@ class InotifyWatcher:
             emit("info", "inotify queue overflowed: notifications were lost; listing the directory again",
                  logging.WARNING)
             self._waker.hint_everything()
+            if self._on_overflow is not None:
+                self._on_overflow()
             return
         top = self._top_by_wd.get(wd)
         if top is None:
