@@ -205,6 +205,39 @@ def doctor(dir: str, layout: str, state_dir: str | None, stop_file: str | None, 
     click.echo(report.to_json() if as_json else "\n".join(report.lines()))
 
 
+@cli.command()
+@click.argument("dir", required=False, type=click.Path(file_okay=False, path_type=str))
+@click.option("--state-dir", envvar="CKPTWATCH_STATE_DIR", type=click.Path(file_okay=False, path_type=str),
+              help="The watcher's state directory.  [default: DIR/.ckptwatch]")
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
+@click.pass_context
+def status(ctx: click.Context, dir: str | None, state_dir: str | None, as_json: bool) -> None:
+    """Is a watcher running, what it saw last, how each listener fares; from the state directory alone.
+
+    Works from another process or container, and after the watcher died.
+    Exit status: 0 when a watcher is running and nothing is stale, 1 otherwise
+    (a container health check or a Kubernetes probe can call it).
+    """
+    import os
+
+    from .tools.status import examine, lines
+
+    if state_dir is None and dir is None:
+        raise click.UsageError("pass DIR or --state-dir PATH (or set CKPTWATCH_STATE_DIR)")
+    report = examine(state_dir or os.path.join(dir or "", ".ckptwatch"))
+    if as_json:
+        import json
+
+        click.echo(json.dumps(report, indent=2, default=str))
+    elif sys.stdout.isatty():
+        from .tools.status import render_rich
+
+        render_rich(report)
+    else:
+        click.echo("\n".join(lines(report)))
+    ctx.exit(0 if report["healthy"] else 1)
+
+
 @cli.command("layouts")
 def layouts_command() -> None:
     """List the layouts: what each treats as a save starting and as its commit."""

@@ -111,6 +111,9 @@ class Engine:
         if not self.listeners:
             emit("info", "no listeners (add executables to ./listeners.d or pass -l PATH): events are only logged",
                  logging.WARNING)
+        from .report.setup import install
+
+        install(self)  # the status file, metrics, reports: as the options ask
 
     def _apply_role(self) -> None:
         """``--role``: a worker keeps only the listeners marked for workers, and says so."""
