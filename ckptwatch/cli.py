@@ -108,6 +108,23 @@ def cli() -> None:
     """
 
 
+def _report_options(command: Any) -> Any:
+    """The options of issue 12/13's reporters (metrics, staleness), applied to ``run``."""
+    options = [
+        click.option("--metrics-port", envvar="CKPTWATCH_METRICS_PORT", type=click.IntRange(0, 65535),
+                     metavar="PORT", help="Serve Prometheus metrics on PORT (0: any free port; needs the 'metrics' "
+                     "extra: pip install 'ckptwatch[metrics]')."),
+        click.option("--metrics-addr", envvar="CKPTWATCH_METRICS_ADDR", default="127.0.0.1", metavar="ADDR",
+                     help="The address the metrics endpoint listens on (0.0.0.0: every interface)."),
+        click.option("--stale-after", envvar="CKPTWATCH_STALE_AFTER", type=click.FloatRange(0, min_open=True),
+                     metavar="SECONDS", help="When no save has committed for this long: say so once, set "
+                     "ckptwatch_stale, mark 'status' unhealthy, and fire 'stale' to listeners that subscribe to it."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @cli.command(context_settings={"show_default": True})
 @click.argument("dir", type=click.Path(file_okay=False, path_type=str))
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- COMMAND [ARGS]...]")
@@ -150,6 +167,7 @@ def cli() -> None:
               "per host). auto: from TF_CONFIG, RANK or JOB_COMPLETION_INDEX.")
 @click.option("--log-format", envvar="CKPTWATCH_LOG_FORMAT", type=click.Choice(["auto", "text", "json"]),
               default="auto", help="auto: rich on a terminal, plain lines otherwise; json: JSON lines.")
+@_report_options
 @click.pass_context
 def run(ctx: click.Context, **options: Any) -> None:
     """Watch DIR and run listeners at begin, before_save, after_save and end.

@@ -39,6 +39,9 @@ RUN_KEYS = frozenset(
         "pin",
         "on_stop",
         "role",
+        "metrics_port",
+        "metrics_addr",
+        "stale_after",
     }
 )
 
@@ -75,9 +78,15 @@ class Config:
     on_stop: str = "file"
     #: ``chief``, ``worker`` (runs only listeners with roles "worker"; never writes the stop file) or ``auto``.
     role: str = "chief"
+    #: Serve Prometheus metrics on this port (0: any free port; None: no metrics).
+    metrics_port: int | None = None
+    #: The address the metrics endpoint listens on (0.0.0.0 only when asked).
+    metrics_addr: str = "127.0.0.1"
+    #: Say so (log, metrics, status, the ``stale`` event) when no save has committed for this long.
+    stale_after: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("idle_timeout", "listener_timeout"):
+        for name in ("idle_timeout", "listener_timeout", "stale_after"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be more than 0 seconds, not {value:g}")
@@ -97,6 +106,8 @@ class Config:
             raise ConfigError(str(exc)) from None
         if self.on_stop != "file" and not self.command:
             raise ConfigError(f"--on-stop {self.on_stop} signals the wrapped command: add -- COMMAND, or drop it")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics-port must be a port number (0 to 65535), not {self.metrics_port}")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"log-format must be one of {', '.join(LOG_FORMATS)}, not {self.log_format!r}")
 
@@ -218,4 +229,7 @@ _RUN_TYPES: dict[str, tuple[type, ...]] = {
     "pin": (bool,),
     "on_stop": (str,),
     "role": (str,),
+    "metrics_port": (int,),
+    "metrics_addr": (str,),
+    "stale_after": (int, float),
 }

@@ -108,12 +108,12 @@ class Engine:
         except ListenerError as exc:
             raise UsageError(str(exc)) from None
         self._apply_role()
-        if not self.listeners:
-            emit("info", "no listeners (add executables to ./listeners.d or pass -l PATH): events are only logged",
-                 logging.WARNING)
         from .report.setup import install
 
         install(self)  # the status file, metrics, reports: as the options ask
+        if not self.listeners:
+            emit("info", "no listeners (add executables to ./listeners.d or pass -l PATH): events are only logged",
+                 logging.WARNING)
 
     def _apply_role(self) -> None:
         """``--role``: a worker keeps only the listeners marked for workers, and says so."""

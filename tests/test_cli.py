@@ -46,7 +46,7 @@ def test_bad_environment_value_is_a_usage_error(tmp_path, ckpt, env):
 def test_help_imports_neither_watchdog_nor_rich():
     code = (
         "import sys\nfrom ckptwatch.cli import main\nmain(['--help'])\nmain(['run', '--help'])\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('watchdog', 'rich')))"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('watchdog', 'rich', 'prometheus_client')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
