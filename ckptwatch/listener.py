@@ -85,6 +85,8 @@ class ListenerEvent:
     last_step_handled: bool | None = None
     retry: bool = False
     attempt: int = 1
+    #: ``stale`` only: seconds since the last commit (or since the session began, when none yet).
+    seconds_since_commit: float | None = None
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> ListenerEvent:
@@ -108,6 +110,13 @@ class CheckpointSaverListener:
     def end(self, event: ListenerEvent) -> None:
         """Called once, last, with the last committed step (``event.step``)."""
 
+    def stale(self, event: ListenerEvent) -> None:
+        """Called when no save has committed for ``--stale-after`` seconds (subscribe to ``stale``).
+
+        ``event.seconds_since_commit`` says how long; ``event.step`` is the last committed
+        step. Called once per spell: a commit ends it, and the next spell calls it again.
+        """
+
 
 def serve(listener: CheckpointSaverListener, argv: list[str] | None = None) -> None:
     """Run one event from the ckptwatch protocol (argv[1] and JSON on stdin), then exit.
@@ -119,8 +128,8 @@ def serve(listener: CheckpointSaverListener, argv: list[str] | None = None) -> N
         return
     argv = sys.argv if argv is None else argv
     name = argv[1] if len(argv) > 1 else ""
-    if name not in ("begin", "before_save", "after_save", "end"):
-        sys.exit(f"{argv[0]}: expected an event name (begin, before_save, after_save, end), got {name!r}")
+    if name not in ("begin", "before_save", "after_save", "end", "stale"):
+        sys.exit(f"{argv[0]}: expected an event name (begin, before_save, after_save, end, stale), got {name!r}")
     raw = sys.stdin.read()
     body = json.loads(raw) if raw.strip() else {"event": name}
     _current = ListenerEvent.from_json(body)
