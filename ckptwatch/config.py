@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .events import EVENT_NAMES
+from .events import ALL_EVENT_NAMES
 
 __all__ = ["Config", "ConfigError", "LogFormat", "load_toml", "RUN_KEYS"]
 
@@ -194,8 +194,8 @@ def _listener_table(path: str, name: str, table: Any) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(LISTENER_KEYS)}")
     events = table.get("events", [])
-    if not isinstance(events, list) or not set(events) <= set(EVENT_NAMES) or not events and "events" in table:
-        raise ConfigError(f"{where} events must be a list of {', '.join(EVENT_NAMES)}")
+    if not isinstance(events, list) or not set(events) <= set(ALL_EVENT_NAMES) or not events and "events" in table:
+        raise ConfigError(f"{where} events must be a list of {', '.join(ALL_EVENT_NAMES)}")
     timeout = table.get("timeout")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
         raise ConfigError(f"{where} timeout must be a number of seconds above 0")

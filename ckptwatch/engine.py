@@ -36,6 +36,7 @@ from .delivery.listeners import ListenerError, ListenerSpec, discover
 from .delivery.reaper import Reaper, become_subreaper
 from .delivery.runner import close_inherited_fds
 from .sources.watch import InotifyWatcher, ObserverWatcher, Waker, Watcher
+from .staleness import Staleness
 
 if TYPE_CHECKING:
     from .command import TrainingCommand
@@ -350,6 +351,7 @@ class Session:
         if not config.once:
             self._start_watching()
         self.last_commit = time.monotonic()
+        self.staleness = Staleness(config.stale_after, self.last_commit)
 
     def _stop_watcher(self, listener: str, why: str) -> None:
         """A listener with ``on_failure = "stop-watcher"`` failed: end the session (from its worker thread)."""
@@ -423,6 +425,7 @@ class Session:
                 if first:
                     first = False
                     self._say_ready()
+                self._check_stale()
             except (FileNotFoundError, NotADirectoryError):
                 return "dir-gone"
             if reason:
@@ -440,7 +443,24 @@ class Session:
         if self.config.idle_timeout is not None:
             left = self.config.idle_timeout - (time.monotonic() - self.last_commit)
             timeout = max(0.0, min(timeout, left))
+        stale_in = self.staleness.left(time.monotonic())
+        if stale_in is not None:
+            timeout = min(timeout, stale_in)
         return timeout
+
+    def _check_stale(self) -> None:
+        """``--stale-after``: the spell starts here (said once, told to the hub, ``stale`` fired)."""
+        seconds = self.staleness.check(time.monotonic())
+        if seconds is None:
+            return
+        last = self.tracker.last
+        step = last.step if last else None
+        emit("info", f"no checkpoint committed for {seconds:.0f} s (--stale-after {self.config.stale_after:g}): "
+             "stale; a commit clears it", logging.WARNING, stale=True, seconds_since_commit=round(seconds, 3),
+             step=step)
+        self.hub.stale_changed(True, seconds, step)
+        self._dispatch(Event("stale", step, last.path if last else None,
+                             seconds_since_commit=round(seconds, 3)))
 
     def should_exit(self) -> str | None:
         """The one place that decides the session is over, and why (a last scan follows)."""
@@ -488,6 +508,11 @@ class Session:
             if event.name == "after_save":
                 self.stats["commits"] += 1
                 self.last_commit = time.monotonic()
+                spell = self.staleness.committed(self.last_commit)
+                if spell is not None:
+                    emit("info", f"step {event.step} committed after {spell:.0f} s: no longer stale", stale=False,
+                         step=event.step)
+                    self.hub.stale_changed(False, spell, event.step)
                 if previous is not None and event.step is not None and event.step < previous:
                     emit("info", f"step {event.step} is lower than step {previous} seen before: "
                          "a new run or a resume")

@@ -390,6 +390,8 @@ class Dispatcher:
             payload["observed"] = event.observed
         if event.name == "end":
             payload["last_step_handled"] = last_handled
+        if event.name == "stale":
+            payload["seconds_since_commit"] = event.seconds_since_commit
         if checkpoint != ctx.path(event.checkpoint):
             payload["pinned_from"] = ctx.path(event.checkpoint)
         own = dict(
@@ -404,6 +406,8 @@ class Dispatcher:
             CKPTWATCH_RUN_KEY="" if event_id is None else self._run_key(event_id, spec.name, job.attempt),
             CKPTWATCH_LAST_STEP_HANDLED="" if last_handled is None else str(int(last_handled)),
         )
+        if event.name == "stale":
+            own["CKPTWATCH_SECONDS_SINCE_COMMIT"] = f"{event.seconds_since_commit:.3f}"
         host = self._hosts.get(spec.name)
         if host is not None:
             def before_send(pid: int, ticks: int | None) -> None:

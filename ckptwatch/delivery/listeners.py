@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..events import EVENT_NAMES, EventName
+from ..events import ALL_EVENT_NAMES, EVENT_NAMES, EventName
 from .header import Header, read_header
 from .policy import POLICY_KEYS, Policy, PolicyError, parse_policy
 from .pytarget import PythonTarget, TargetError, entry_points, locate, parse_target
@@ -68,10 +68,10 @@ def _events(words: Mapping[str, str], where: str, warn: Callable[[str], None]) -
     if "events" not in words:
         return None
     wanted = {word.strip() for word in words["events"].split(",") if word.strip()}
-    unknown = sorted(wanted - set(EVENT_NAMES))
+    unknown = sorted(wanted - set(ALL_EVENT_NAMES))
     if unknown:
         warn(f"{where}: unknown event(s) {', '.join(unknown)} in its 'ckptwatch: events=' line; ignored")
-    return frozenset(e for e in EVENT_NAMES if e in wanted)
+    return frozenset(e for e in ALL_EVENT_NAMES if e in wanted)
 
 
 def read_subscription(path: str, warn: Callable[[str], None]) -> frozenset[EventName] | None:
@@ -145,7 +145,7 @@ class _Found:
             self.warn(f"{path}: unknown key(s) {', '.join(header.unknown)} in its 'ckptwatch:' line; ignored")
         events = _events(words, path, self.warn)
         if "events" in own:
-            events = frozenset(e for e in EVENT_NAMES if e in set(own["events"]))
+            events = frozenset(e for e in ALL_EVENT_NAMES if e in set(own["events"]))
         timeout = own.get("timeout", self.default_timeout)
         if "timeout" in words and "timeout" not in own:
             try:
