@@ -108,6 +108,21 @@ def cli() -> None:
     """
 
 
+class _StepList(click.ParamType):
+    """``100,200,300`` (flag, environment) or a list (ckptwatch.toml) -> a tuple of steps."""
+
+    name = "steps"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, ...]:
+        if isinstance(value, (list, tuple)):
+            return tuple(value)
+        try:
+            steps = tuple(int(part) for part in str(value).replace(" ", "").split(","))
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of steps (100,200,300)", param, ctx)
+        return steps
+
+
 def _report_options(command: Any) -> Any:
     """The options of issue 12/13's reporters (metrics, staleness), applied to ``run``."""
     options = [
@@ -119,6 +134,20 @@ def _report_options(command: Any) -> Any:
         click.option("--stale-after", envvar="CKPTWATCH_STALE_AFTER", type=click.FloatRange(0, min_open=True),
                      metavar="SECONDS", help="When no save has committed for this long: say so once, set "
                      "ckptwatch_stale, mark 'status' unhealthy, and fire 'stale' to listeners that subscribe to it."),
+        click.option("--expect-checkpoints", envvar="CKPTWATCH_EXPECT_CHECKPOINTS", type=click.IntRange(0),
+                     metavar="N", help="Expect at least N checkpoints committed (exit 4 otherwise)."),
+        click.option("--expect-steps", envvar="CKPTWATCH_EXPECT_STEPS", type=_StepList(), metavar="S1,S2,...",
+                     help="Expect exactly these steps committed, in this order."),
+        click.option("--expect-last-step", envvar="CKPTWATCH_EXPECT_LAST_STEP", type=int, metavar="N",
+                     help="Expect the last committed step to be N."),
+        click.option("--expect-stop/--expect-no-stop", envvar="CKPTWATCH_EXPECT_STOP", default=None,
+                     show_default=False, help="Expect a listener to have asked for a stop / none to have."),
+        click.option("--expect-within", envvar="CKPTWATCH_EXPECT_WITHIN", type=click.FloatRange(0, min_open=True),
+                     metavar="SECONDS", help="Expect the first commit within SECONDS of the start."),
+        click.option("--summary-json", envvar="CKPTWATCH_SUMMARY_JSON", type=click.Path(dir_okay=False,
+                     path_type=str), metavar="PATH", help="Write the session as one JSON document (docs/summary-json.md)."),
+        click.option("--junit-xml", envvar="CKPTWATCH_JUNIT_XML", type=click.Path(dir_okay=False, path_type=str),
+                     metavar="PATH", help="Write a JUnit XML report: a test case per listener run and expectation."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -176,6 +205,15 @@ def run(ctx: click.Context, **options: Any) -> None:
     Examples:
       ckptwatch run runs/demo -- python examples/train.py runs/demo
       ckptwatch run /ckpt --once -l listeners.d      # CI: deliver what is there, then end
+      ckptwatch run ckpt --expect-steps 20,40 --junit-xml junit.xml -- python train.py ckpt
+
+    \b
+    Exit status, the first that applies:
+      2    a usage error (one line, before anything starts)
+      N    the wrapped command's status when it was not 0 (128+N: killed by signal N)
+      4    an expectation (--expect-*, [expect]) did not hold
+      1    a listener run failed or timed out
+      0    otherwise (a stop request is not a failure)
     """
     from .config import Config, ConfigError
     from .report.console import setup_logging

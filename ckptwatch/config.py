@@ -42,8 +42,12 @@ RUN_KEYS = frozenset(
         "metrics_port",
         "metrics_addr",
         "stale_after",
+        "summary_json",
+        "junit_xml",
     }
 )
+#: Keys of the ``[expect]`` table: the ``--expect-*`` options less ``expect-``.
+EXPECT_KEYS = ("checkpoints", "steps", "last_step", "stop", "within")
 
 
 class ConfigError(ValueError):
@@ -84,9 +88,18 @@ class Config:
     metrics_addr: str = "127.0.0.1"
     #: Say so (log, metrics, status, the ``stale`` event) when no save has committed for this long.
     stale_after: float | None = None
+    #: CI expectations, checked when the watcher ends (exit 4 when one does not hold).
+    expect_checkpoints: int | None = None
+    expect_steps: tuple[int, ...] | None = None
+    expect_last_step: int | None = None
+    expect_stop: bool | None = None
+    expect_within: float | None = None
+    #: Reports written when the watcher ends.
+    summary_json: str | None = None
+    junit_xml: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("idle_timeout", "listener_timeout", "stale_after"):
+        for name in ("idle_timeout", "listener_timeout", "stale_after", "expect_within"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be more than 0 seconds, not {value:g}")
@@ -106,6 +119,10 @@ class Config:
             raise ConfigError(str(exc)) from None
         if self.on_stop != "file" and not self.command:
             raise ConfigError(f"--on-stop {self.on_stop} signals the wrapped command: add -- COMMAND, or drop it")
+        if self.expect_checkpoints is not None and self.expect_checkpoints < 0:
+            raise ConfigError(f"expect-checkpoints must be 0 or more, not {self.expect_checkpoints}")
+        if self.expect_steps is not None and not self.expect_steps:
+            raise ConfigError("expect-steps must name at least one step (100,200,300)")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics-port must be a port number (0 to 65535), not {self.metrics_port}")
         if self.log_format not in LOG_FORMATS:
@@ -135,10 +152,12 @@ def load_toml(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """``(run options, per-listener settings)`` from a ckptwatch.toml.
 
     The file has a ``[run]`` table with the options of ``ckptwatch run``
-    (``-`` or ``_`` in names) and ``[listener.NAME]`` tables with ``events``
+    (``-`` or ``_`` in names), ``[listener.NAME]`` tables with ``events``
     and ``timeout``, a Python class listener's ``class`` and ``args``, and
     the policy keys (``every_n_steps``, ``every_n_secs``, ``on_failure``,
-    ``coalesce``), and ``roles`` (which ``--role`` runs it).
+    ``coalesce``), and ``roles`` (which ``--role`` runs it); and an
+    ``[expect]`` table with the ``--expect-*`` options less ``expect-``
+    (given back as ``expect_*`` run options).
     """
     if sys.version_info >= (3, 11):
         import tomllib
@@ -151,10 +170,11 @@ def load_toml(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
-    unknown_tables = sorted(set(data) - {"run", "listener"})
+    unknown_tables = sorted(set(data) - {"run", "listener", "expect"})
     if unknown_tables:
-        raise ConfigError(f"config {path}: unknown table(s) {', '.join(unknown_tables)}; use [run] and [listener.NAME]")
-    for table in ("run", "listener"):
+        raise ConfigError(f"config {path}: unknown table(s) {', '.join(unknown_tables)}; use [run], [listener.NAME] "
+                          "and [expect]")
+    for table in ("run", "listener", "expect"):
         if not isinstance(data.get(table, {}), dict):
             raise ConfigError(f"config {path}: {table} must be a table ([{table}]), not {type(data[table]).__name__}")
     run = {key.replace("-", "_"): value for key, value in data.get("run", {}).items()}
@@ -172,6 +192,7 @@ def load_toml(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         raise ConfigError(f"config {path}: [run] listeners must be a list of paths")
     if "start_from" in run:
         run["start_from"] = str(run["start_from"])
+    run.update(_load_expect(path, data.get("expect", {})))
     listeners: dict[str, dict[str, Any]] = {}
     for name, table in data.get("listener", {}).items():
         listeners[name] = _listener_table(path, name, table)
@@ -213,6 +234,29 @@ def _listener_table(path: str, name: str, table: Any) -> dict[str, Any]:
     return table
 
 
+def _load_expect(path: str, table: dict[str, Any]) -> dict[str, Any]:
+    """``[expect]`` as the ``expect_*`` options of ``run``."""
+    expect = {key.replace("-", "_"): value for key, value in table.items()}
+    unknown = sorted(set(expect) - set(EXPECT_KEYS))
+    if unknown:
+        known = ", ".join(k.replace("_", "-") for k in EXPECT_KEYS)
+        raise ConfigError(f"config {path}: unknown [expect] key(s) {', '.join(unknown)}; known: {known}")
+    kinds = {"checkpoints": "a number", "last_step": "a number", "within": "a number of seconds",
+             "stop": "true or false", "steps": "a list of step numbers"}
+    for key, value in expect.items():
+        if key == "stop":
+            good = isinstance(value, bool)
+        elif key == "steps":
+            good = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        elif key == "within":
+            good = isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            good = isinstance(value, int) and not isinstance(value, bool)
+        if not good:
+            raise ConfigError(f"config {path}: [expect] {key.replace('_', '-')} must be {kinds[key]}, not {value!r}")
+    return {f"expect_{key}": tuple(value) if key == "steps" else value for key, value in expect.items()}
+
+
 _TYPE_NAMES = {str: "a string", bool: "true or false", int: "a number", float: "a number", list: "a list"}
 _RUN_TYPES: dict[str, tuple[type, ...]] = {
     "listeners": (list,),
@@ -232,4 +276,6 @@ _RUN_TYPES: dict[str, tuple[type, ...]] = {
     "metrics_port": (int,),
     "metrics_addr": (str,),
     "stale_after": (int, float),
+    "summary_json": (str,),
+    "junit_xml": (str,),
 }

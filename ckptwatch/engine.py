@@ -40,12 +40,15 @@ from .staleness import Staleness
 
 if TYPE_CHECKING:
     from .command import TrainingCommand
+    from .report.setup import Reports
 
-__all__ = ["EXIT_LISTENER_FAILED", "EXIT_OK", "EXIT_USAGE", "Engine", "UsageError", "run"]
+__all__ = ["EXIT_EXPECTATION", "EXIT_LISTENER_FAILED", "EXIT_OK", "EXIT_USAGE", "Engine", "UsageError", "run"]
 
 EXIT_OK = 0
 EXIT_LISTENER_FAILED = 1
 EXIT_USAGE = 2
+#: An expectation (``--expect-*``) did not hold.
+EXIT_EXPECTATION = 4
 #: With --once, how many second looks a layout may ask for before the session ends.
 _ONCE_RECHECKS = 50
 #: While auto-detection is undecided, how many new subdirectories get a watch.
@@ -74,6 +77,9 @@ class Engine:
         self.failures = 0
         #: Where every session tells what happened (metrics, reports, status files subscribe here).
         self.hub = Hub()
+        self.reports: Reports | None = None
+        #: How the watcher ended, once it has.
+        self.ending: Ending | None = None
         #: The first session's run id (the wrapped command gets it); later sessions add ``.2``, ``.3``...
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + os.urandom(3).hex()
         self._sessions = 0
@@ -111,7 +117,7 @@ class Engine:
         self._apply_role()
         from .report.setup import install
 
-        install(self)  # the status file, metrics, reports: as the options ask
+        self.reports = install(self)  # the status file, metrics, reports, expectations: as the options ask
         if not self.listeners:
             emit("info", "no listeners (add executables to ./listeners.d or pass -l PATH): events are only logged",
                  logging.WARNING)
@@ -152,7 +158,8 @@ class Engine:
                 if reaper is not None:
                     reaper.stop()
                 if served:
-                    self.hub.finished(self._ending())
+                    self.ending = self._ending()
+                    self.hub.finished(self.ending)
                 self.hub.close()
         self.waker.close()
         return self._exit_status()
@@ -171,21 +178,27 @@ class Engine:
                 self.waker.wait(0.1)
 
     def _exit_status(self) -> int:
-        return self._ending().status
+        return (self.ending or self._ending()).status
 
     def _ending(self) -> Ending:
-        """The exit status and why, in the order of precedence (usage errors never get here)."""
+        """The exit status and why, in the order of precedence (usage errors never get here):
+        forced out, the wrapped command's failure, an expectation, a listener's failure, 0."""
         command = self.command
         command_status = command.exit_status if command is not None and command.exited else None
         argv = tuple(self.config.command)
+        verdicts = self.reports.verdicts() if self.reports is not None else ()
 
         def end(status: int, reason: str) -> Ending:
-            return Ending(status, reason, argv, command_status)
+            return Ending(status, reason, argv, command_status, verdicts)
 
         if self.force_signal is not None:
             return end(128 + self.force_signal, f"forced out by a second {signal.Signals(self.force_signal).name}")
         if command_status:
             return end(command_status, f"the training command {_exited(command_status)}")
+        failed = [verdict for verdict in verdicts if not verdict.held]
+        if failed:
+            more = f" (and {len(failed) - 1} more expectation(s) that did not hold, above)" if len(failed) > 1 else ""
+            return end(EXIT_EXPECTATION, failed[0].line + more)
         if self.failures:
             return end(EXIT_LISTENER_FAILED, f"{self.failures} listener run(s) failed")
         return end(EXIT_OK, "no listener failed")

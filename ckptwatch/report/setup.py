@@ -2,23 +2,40 @@
 
 Each reporter is built only when its option asks for it, and its module is
 imported only then (prometheus-client, XML writers): a plain ``run`` pays for
-the status file alone.
+the status file and a few counters. The summary line is added last, so that
+it is the last line of the log.
 """
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from .console import emit
+from .expect import Expectations, check
+from .hub import Verdict
+from .record import SessionRecord
 from .statuswriter import StatusWriter
+from .summary import SummaryLine
 
 if TYPE_CHECKING:
     from ..engine import Engine
 
-__all__ = ["install"]
+__all__ = ["Reports", "install"]
 
 
-def install(engine: Engine) -> None:
+class Reports:
+    """What the engine asks of the reporters at its end: the expectations' verdicts."""
+
+    def __init__(self, record: SessionRecord, expectations: Expectations) -> None:
+        self.record = record
+        self.expectations = expectations
+
+    def verdicts(self) -> tuple[Verdict, ...]:
+        return check(self.expectations, self.record) if self.expectations else ()
+
+
+def install(engine: Engine) -> Reports:
     """Add the configured reporters to ``engine.hub``; raises ``UsageError`` for one that cannot start."""
     from ..engine import UsageError
 
@@ -37,3 +54,20 @@ def install(engine: Engine) -> None:
         engine.hub.add(metrics)
         status.set_metrics(metrics.url)
         emit("info", f"metrics on {metrics.url}", metrics_url=metrics.url)
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY") or None
+    record = SessionRecord(keep_runs=bool(config.summary_json or config.junit_xml or step_summary))
+    engine.hub.add(record)
+    if config.summary_json:
+        from .summaryjson import SummaryJson
+
+        engine.hub.add(SummaryJson(config.summary_json, record))
+    if config.junit_xml:
+        from .junit import JunitXml
+
+        engine.hub.add(JunitXml(config.junit_xml, record))
+    if step_summary:
+        from .stepsummary import StepSummary
+
+        engine.hub.add(StepSummary(step_summary, record))
+    engine.hub.add(SummaryLine(record))  # last: its line ends the log
+    return Reports(record, Expectations.from_config(config))
