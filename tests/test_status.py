@@ -128,3 +128,35 @@ def test_no_state_and_usage(tmp_path, env):
     assert "pass DIR or --state-dir" in result.stderr
     with_env = run_cli("status", env={**env, "CKPTWATCH_STATE_DIR": str(tmp_path / "s")}, cwd=tmp_path)
     assert with_env.returncode == 1 and str(tmp_path / "s") in with_env.stdout
+
+
+def test_on_a_terminal_it_is_a_table(ckpt, tmp_path, env):
+    """Steps: a --once run with a listener; status with its stdout on a pseudo-terminal.
+    Result: a rich table (box drawing), the listener's row, exit 1 (not running), no traceback."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    write_listener(tmp_path / "l", "rec", events="after_save")
+    dcp_save(ckpt, "step-3")
+    assert run_cli("run", str(ckpt), "--once", "-l", str(tmp_path / "l"), env=env, cwd=tmp_path).returncode == 0
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "ckptwatch", "status", str(ckpt)], stdout=follower,
+                            stderr=subprocess.PIPE, env={**env, "COLUMNS": "120"}, cwd=tmp_path)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the terminal's other side closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert proc.wait(timeout=30) == 1
+    assert proc.stderr is not None and b"Traceback" not in proc.stderr.read()
+    screen = b"".join(chunks).decode()
+    assert "┃" in screen or "│" in screen  # a table
+    assert "rec" in screen and "last step handled" in screen and "not running: ended" in screen
