@@ -468,10 +468,10 @@ class Session:
             return
         last = self.tracker.last
         step = last.step if last else None
+        self.hub.stale_changed(True, seconds, step)
         emit("info", f"no checkpoint committed for {seconds:.0f} s (--stale-after {self.config.stale_after:g}): "
              "stale; a commit clears it", logging.WARNING, stale=True, seconds_since_commit=round(seconds, 3),
              step=step)
-        self.hub.stale_changed(True, seconds, step)
         self._dispatch(Event("stale", step, last.path if last else None,
                              seconds_since_commit=round(seconds, 3)))
 
@@ -523,9 +523,9 @@ class Session:
                 self.last_commit = time.monotonic()
                 spell = self.staleness.committed(self.last_commit)
                 if spell is not None:
+                    self.hub.stale_changed(False, spell, event.step)
                     emit("info", f"step {event.step} committed after {spell:.0f} s: no longer stale", stale=False,
                          step=event.step)
-                    self.hub.stale_changed(False, spell, event.step)
                 if previous is not None and event.step is not None and event.step < previous:
                     emit("info", f"step {event.step} is lower than step {previous} seen before: "
                          "a new run or a resume")

@@ -84,7 +84,14 @@ def test_a_scrape_during_a_run_matches_what_happened(ckpt, tmp_path, watch):
         w.wait_run(name, "after_save", 5)
     committed_by = time.time()
 
-    samples = scrape(url)
+    # A run's log line comes just before the hub hears of it: scrape until all 20 runs are counted.
+    deadline = time.monotonic() + 30
+    while True:
+        samples = scrape(url)
+        if sum(v for (name, _), v in samples.items() if name == "ckptwatch_listener_runs_total") >= 20:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     assert value(samples, "ckptwatch_checkpoints_committed_total") == 5
     assert value(samples, "ckptwatch_last_committed_step") == 5
     assert started <= value(samples, "ckptwatch_last_commit_timestamp_seconds") <= committed_by
