@@ -11,7 +11,7 @@ it to.
 
 from __future__ import annotations
 
-import socket
+import os
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -88,7 +88,7 @@ def document(record: SessionRecord, ending: Ending) -> ET.Element:
                               "skipped": str(skipped), "time": duration}
     root = ET.Element("testsuites", name="ckptwatch", **counts)
     suite = ET.SubElement(root, "testsuite", name=_clean(f"ckptwatch {record.dir}"), timestamp=iso(record.started),
-                          hostname=_clean(socket.gethostname()), **counts)
+                          hostname=_clean(os.uname().nodename), **counts)
     properties = ET.SubElement(suite, "properties")
     for name, value in (("run_id", record.run_id), ("dir", record.dir), ("layout", record.layout or ""),
                         ("exit_status", str(ending.status)), ("exit_reason", ending.reason)):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -47,7 +46,7 @@ class StatusWriter(Reporter):
             "state": "starting",
             "pid": pid,
             "pid_start": start_ticks(pid),
-            "host": socket.gethostname(),
+            "host": os.uname().nodename,  # what socket.gethostname() says, without importing socket
             "ckptwatch": __version__,
             "state_dir": state_dir,
             "stale_after": stale_after,
