@@ -51,7 +51,7 @@ STATUS_NAME = "status.json"
 STATUS_VERSION = 1
 #: Written by the journal's owner (``delivery/journal.py``), held by a running session.
 LOCK_NAME = "lock"
-#: Written by the training side (issue 11): the last step whose ``after_save`` listeners all finished.
+#: ``report/progress.py``'s, for training: the last step whose ``after_save`` listeners all finished.
 PROGRESS_NAME = "progress.json"
 
 

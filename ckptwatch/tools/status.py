@@ -2,7 +2,7 @@
 
 It reads ``status.json`` (the watcher's), the journal's ``lock`` (held while a
 session runs: a dead watcher's leftovers are told from a live one), the stop
-file and, when the training side writes one, ``progress.json``. It works from
+file and, when there is one, ``progress.json`` (how far listeners got, for training). It works from
 another process or container and after the watcher died, starts fast (it is
 a container's health check), and only reads.
 
@@ -114,6 +114,10 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h ago"
 
 
+#: progress.json's fields the text shows (``--json`` gives it whole).
+_PROGRESS_SHOWN = ("step", "committed_step", "pending", "stop", "stop_step", "role")
+
+
 def rows(report: dict[str, Any], now: float | None = None) -> list[tuple[str, str]]:
     """``(label, text)`` for each line of the overview."""
     now = time.time() if now is None else now
@@ -145,7 +149,8 @@ def rows(report: dict[str, Any], now: float | None = None) -> list[tuple[str, st
         out.append(("stop", "not requested"))
     if report.get("progress") is not None:
         body = report["progress"]
-        out.append(("progress", ", ".join(f"{k} {v}" for k, v in body.items())))
+        shown = [f"{key} {body[key]}" for key in _PROGRESS_SHOWN if key in body]
+        out.append(("progress", ", ".join(shown) or "present (see --json)"))
     if report.get("metrics"):
         out.append(("metrics", str(report["metrics"])))
     out.append(("healthy", "yes" if report["healthy"] else "no"))
