@@ -32,18 +32,6 @@ NATIVE_VERSIONS = [f"1.{minor}.0" for minor in range(29, 38)]
 LEGACY_VERSIONS = [f"1.{minor}.0" for minor in range(25, 38)]
 
 
-def _has_report() -> bool:
-    from ckptwatch.cli import cli
-
-    return "status" in cli.commands
-
-
-#: The manifests use `status`, --metrics-port and --stale-after (issue 12, parts 3-5: branch
-#: `report`); until they are on main, the tests that run those options skip and say so.
-needs_report = pytest.mark.skipif(not _has_report(), reason="needs ckptwatch status, --metrics-port, --stale-after "
-                                  "(issue 12 parts 3-5, not landed yet)")
-
-
 def documents(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
@@ -161,7 +149,6 @@ def test_compose_shares_the_volumes_and_checks_health():
             assert (COMPOSE.parent / source).is_dir(), volume
 
 
-@needs_report
 @pytest.mark.parametrize("path", [NATIVE, LEGACY, COMPOSE], ids=["native", "legacy", "compose"])
 def test_manifest_arguments_are_options_ckptwatch_has(path, tmp_path):
     """The sidecar's arguments parse with the real command line (nothing starts)."""
