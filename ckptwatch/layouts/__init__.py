@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from .access import Access
     from .base import Layout, Listing
 
 __all__ = ["REGISTRY", "UnknownLayout", "create", "detect_all", "layout_class", "names"]
@@ -52,15 +53,18 @@ def layout_class(name: str) -> type[Layout]:
     return cls
 
 
-def create(spec: str, root: str) -> Layout:
-    """A layout from a ``--layout`` value: ``NAME`` or ``NAME:ARGUMENT`` (``glob:model_{step}.pt``)."""
+def create(spec: str, root: str, fs: Access | None = None) -> Layout:
+    """A layout from a ``--layout`` value: ``NAME`` or ``NAME:ARGUMENT`` (``glob:model_{step}.pt``).
+
+    ``fs``: how DIR is read (None: the local directory ``root``).
+    """
     name, colon, argument = spec.partition(":")
     cls = layout_class(name)
     if cls.takes_argument and not argument:
         raise UnknownLayout(f"layout {name} needs an argument: --layout '{name}:{cls.argument_help}'")
     if colon and not cls.takes_argument:
         raise UnknownLayout(f"layout {name} takes no argument; use --layout {name}")
-    return cls(root, argument or None)
+    return cls(root, argument or None, fs)
 
 
 def detect_all(view: Callable[[type[Layout]], Listing]) -> list[tuple[str, str]]:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import ClassVar
 
+from .access import Access, LocalAccess, StatLike
+
 __all__ = [
     "Checkpoint",
     "Layout",
@@ -48,21 +50,21 @@ class Listing:
     #: Names hinted since this layout's last look (something in or at them changed);
     #: None when anything may have changed (a full listing, a poll tick, the safety timer).
     changed: frozenset[str] | None = None
+    #: How to read below the top level (detection looks into a few step directories); None: local.
+    fs: Access | None = None
 
     @classmethod
-    def read(cls, root: str, ignore: frozenset[str] = frozenset()) -> Listing:
+    def read(cls, root: str, ignore: frozenset[str] = frozenset(), fs: Access | None = None) -> Listing:
         dirs: set[str] = set()
         files: set[str] = set()
-        with os.scandir(root) as entries:
-            for entry in entries:
-                if entry.name in ignore:
-                    continue
-                try:
-                    is_dir = entry.is_dir(follow_symlinks=False)
-                except OSError:
-                    continue
-                (dirs if is_dir else files).add(entry.name)
-        return cls(root, frozenset(dirs), frozenset(files))
+        for name, is_dir in (fs or LocalAccess(root)).entries(""):
+            if name not in ignore:
+                (dirs if is_dir else files).add(name)
+        return cls(root, frozenset(dirs), frozenset(files), fs=fs)
+
+    @property
+    def access(self) -> Access:
+        return self.fs if self.fs is not None else LocalAccess(self.root)
 
     @property
     def empty(self) -> bool:
@@ -130,16 +132,25 @@ class Layout:
     framework: ClassVar[str]
     starts: ClassVar[str]
     commits: ClassVar[str]
+    #: The commit rule on an object store (``s3://``, ``gs://``), for ``ckptwatch layouts``; "" if unsupported.
+    object_store: ClassVar[str] = ""
     #: The largest marker file read whole; a larger one is a problem, not a read.
     max_marker_bytes: ClassVar[int] = 1 << 20
     #: Layouts like ``marker:NAME`` and ``glob:PATTERN`` take an argument.
     takes_argument: ClassVar[bool] = False
     argument_help: ClassVar[str] = ""
 
-    def __init__(self, root: str, argument: str | None = None) -> None:
-        """``argument`` is what follows ``NAME:`` in ``--layout`` (validated here; raise ValueError)."""
+    def __init__(self, root: str, argument: str | None = None, fs: Access | None = None) -> None:
+        """``argument`` is what follows ``NAME:`` in ``--layout`` (validated here; raise ValueError).
+
+        ``fs`` is how DIR is read (default: the local directory ``root``).
+        """
         self.root = root
         self.argument = argument
+        self.fs: Access = fs if fs is not None else LocalAccess(root)
+        # Bound straight to the access methods: a local stat is one call to os.lstat, no extra layer.
+        self.stat = self.fs.stat  # type: ignore[method-assign]
+        self.join = self.fs.join  # type: ignore[method-assign]
         self._settled_checkpoints: dict[str, Checkpoint] = {}
         self._full_passes = 0
 
@@ -202,21 +213,19 @@ class Layout:
     # Helpers shared by the layouts -------------------------------------------
 
     def join(self, *parts: str) -> str:
-        return os.path.join(self.root, *parts)
+        """A path under DIR (bound to ``self.fs.join`` per instance)."""
+        return self.fs.join(*parts)
 
-    def stat(self, rel: str) -> os.stat_result | None:
-        """``lstat`` of a path under DIR, or None when it is not there."""
-        try:
-            return os.lstat(self.join(rel))
-        except OSError:
-            return None
+    def stat(self, rel: str) -> StatLike | None:
+        """``lstat`` of a path under DIR, or None when it is not there (bound to ``self.fs.stat`` per instance)."""
+        return self.fs.stat(rel)
 
     def read_marker(self, rel: str, problems: list[str]) -> bytes | None:
         """A small marker file's bytes; None (and a problem) when unreadable."""
         got = self.read_marker_stat(rel, problems)
         return got[0] if got else None
 
-    def read_marker_stat(self, rel: str, problems: list[str]) -> tuple[bytes, os.stat_result] | None:
+    def read_marker_stat(self, rel: str, problems: list[str]) -> tuple[bytes, StatLike] | None:
         """A marker's bytes with the ``fstat`` taken after reading them.
 
         For a marker written in place, identity must come from the same open
@@ -226,7 +235,7 @@ class Layout:
         """
         try:
             # Never through a symbolic link: a marker pointing elsewhere commits nothing here.
-            fd = os.open(self.join(rel), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            got = self.fs.read(rel, self.max_marker_bytes + 1)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -235,9 +244,9 @@ class Layout:
             else:
                 problems.append(f"cannot read {rel}: {exc.strerror or exc}")
             return None
-        with os.fdopen(fd, "rb") as handle:
-            data = handle.read(self.max_marker_bytes + 1)
-            st = os.fstat(handle.fileno())
+        if got is None:
+            return None
+        data, st = got
         if len(data) > self.max_marker_bytes:
             problems.append(f"{rel} is larger than {self.max_marker_bytes} bytes; not read as a marker")
             return None

@@ -7,7 +7,6 @@ step; it is the number the directory's name ends with (``step-100``, ``100``).
 
 from __future__ import annotations
 
-import os
 import stat
 import re
 
@@ -26,6 +25,7 @@ class DCPLayout(Layout):
     framework = "torch.distributed.checkpoint"
     starts = "a directory whose name ends with the step (step-N/) without .metadata"
     commits = "DIR/<name>-N/.metadata renamed in"
+    object_store = "<name>-N/.metadata object there (FsspecWriter writes it last: .metadata.tmp copied onto it)"
 
     @classmethod
     def interesting(cls, name: str, is_dir: bool) -> bool:
@@ -36,13 +36,9 @@ class DCPLayout(Layout):
         # Megatron-LM's iter_NNNNNNN/ hold DCP files too, but commit later, by their tracker file.
         numbered = sorted(n for n in listing.dirs if trailing_step(n) is not None and not _MEGATRON.match(n))
         for name in numbered[-_DETECT_LOOKS:]:
-            try:
-                with os.scandir(os.path.join(listing.root, name)) as entries:
-                    for entry in entries:
-                        if entry.name == METADATA or entry.name.endswith(".distcp"):
-                            return f"step directory {name}/ holds {entry.name}"
-            except OSError:
-                continue
+            for entry in listing.access.names(name):
+                if entry == METADATA or entry.endswith(".distcp"):
+                    return f"step directory {name}/ holds {entry}"
         return None
 
     def scan(self, listing: Listing) -> Observation:

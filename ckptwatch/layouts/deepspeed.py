@@ -27,6 +27,7 @@ class DeepSpeedLayout(TagFileLayout):
     framework = "DeepSpeed engine.save_checkpoint"
     starts = "global_stepN/ newer than the step 'latest' names"
     commits = "'latest' (written in place) names global_stepN"
+    object_store = "the 'latest' object names global_stepN (the same rule)"
     tag_file = "latest"
     step_dir = _STEP_DIR
     # The model states file of rank 0: without ZeRO-3 / with ZeRO-3 (weights partitioned).

@@ -25,6 +25,7 @@ import re
 import string
 from collections.abc import Iterable
 
+from .access import Access
 from .base import Listing, Observation
 from .singlefile import FileLayout
 
@@ -81,11 +82,12 @@ class GlobLayout(FileLayout):
     framework = "your own file names, by a pattern with {step} / {epoch}"
     starts = "a matching file being written, or its temp name (NAME.tmp)"
     commits = "the matching file whole (zip / HDF5 end marker, else not empty) and unchanged for 0.1-0.2 s"
+    object_store = "a matching object is listed (visible only once whole)"
     takes_argument = True
     argument_help = "PATTERN"
 
-    def __init__(self, root: str, argument: str | None = None) -> None:
-        super().__init__(root, argument)
+    def __init__(self, root: str, argument: str | None = None, fs: Access | None = None) -> None:
+        super().__init__(root, argument, fs)
         pattern = argument or ""
         parts = pattern.split("/")
         if os.path.isabs(pattern) or any(p in ("", ".", "..") for p in parts):
@@ -130,12 +132,8 @@ class GlobLayout(FileLayout):
         files: list[str] = []
         dirs: list[str] = []
         try:
-            with os.scandir(self.join(rel)) as entries:
-                for entry in entries:
-                    try:
-                        (dirs if entry.is_dir(follow_symlinks=False) else files).append(entry.name)
-                    except OSError:
-                        continue
+            for name, is_dir in self.fs.entries(rel):
+                (dirs if is_dir else files).append(name)
         except OSError:
             pass
         return files, dirs

@@ -12,6 +12,7 @@ import json
 import re
 import time
 
+from .access import Access
 from .base import Checkpoint, Layout, Listing, Observation, SaveInProgress
 
 __all__ = ["HFLayout"]
@@ -29,10 +30,11 @@ class HFLayout(Layout):
     starts = "checkpoint-N/ (or tmp-checkpoint-N/) created"
     commits = "checkpoint-N/trainer_state.json complete (parses, global_step == N)"
     #: A long run's log_history makes trainer_state.json grow to megabytes.
+    object_store = "checkpoint-N/trainer_state.json object there and parses (the same rule)"
     max_marker_bytes = 256 << 20
 
-    def __init__(self, root: str, argument: str | None = None) -> None:
-        super().__init__(root, argument)
+    def __init__(self, root: str, argument: str | None = None, fs: Access | None = None) -> None:
+        super().__init__(root, argument, fs)
         # (mtime_ns, size) of a state file already parsed, per directory:
         # a settled checkpoint costs one stat per scan, not a read.
         self._parsed: dict[str, tuple[int, int, bool]] = {}

@@ -44,6 +44,7 @@ class KerasLayout(FileLayout):
     starts = "NAME.keras / NAME.weights.h5 created in place"
     commits = "the file whole (zip end record / HDF5 end-of-file address) and unchanged for 0.1 s; " \
               "BackupAndRestore: training_metadata.json"
+    object_store = "the object is listed (an object is visible only once whole: no content check, no settle time)"
     name_pattern = _NAMES
 
     @classmethod

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 
+from .access import Access
 from .base import Checkpoint, Listing, Observation
 from .singlefile import FileLayout, pickled_step, temp_target
 
@@ -41,10 +42,11 @@ class LightningLayout(FileLayout):
     starts = "epoch=E-step=S.ckpt copied in place (a rename shows no start)"
     commits = "the .ckpt renamed in or copied whole (zip), unchanged for 0.1 s; " \
               "last.ckpt only when no step file holds its step"
+    object_store = "the .ckpt object is listed (visible only once whole); last.ckpt only when no step file holds its step"
     name_pattern = _NAMES
 
-    def __init__(self, root: str, argument: str | None = None) -> None:
-        super().__init__(root, argument)
+    def __init__(self, root: str, argument: str | None = None, fs: Access | None = None) -> None:
+        super().__init__(root, argument, fs)
         self._steps: set[int] = set()  # steps of step files committed so far
 
     @classmethod
@@ -65,7 +67,7 @@ class LightningLayout(FileLayout):
         return int(match.group(1)) if match else None
 
     def step_of_content(self, rel: str) -> int | None:
-        step = pickled_step(self.join(rel), ("global_step",))
+        step = pickled_step(self.fs.source(rel), ("global_step",))
         epoch = _EPOCH.search(rel)
         if step is None and epoch and not _LAST.match(rel):
             step = int(epoch.group(1))

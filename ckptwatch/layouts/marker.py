@@ -20,6 +20,7 @@ import os
 import stat
 import time
 
+from .access import Access, StatLike
 from .base import Checkpoint, Layout, Listing, Observation, SaveInProgress, trailing_step
 from .inplace import Bad, InPlaceFile
 
@@ -41,11 +42,12 @@ class MarkerLayout(Layout):
     framework = "your own convention: a marker file"
     starts = "DIR/<name ending in a step>/ without NAME"
     commits = "NAME appears in it (or DIR/NAME holds the step)"
+    object_store = "a NAME object under <dir>/ (the same rule)"
     takes_argument = True
     argument_help = "NAME"
 
-    def __init__(self, root: str, argument: str | None = None) -> None:
-        super().__init__(root, argument)
+    def __init__(self, root: str, argument: str | None = None, fs: Access | None = None) -> None:
+        super().__init__(root, argument, fs)
         name = argument or ""
         norm = os.path.normpath(name) if name else ""
         if not name or os.path.isabs(name) or norm in (".", "..") or norm.startswith(".." + os.sep) or "\0" in name:
@@ -87,7 +89,7 @@ class MarkerLayout(Layout):
             del self._empty_seen[rel]
         return obs
 
-    def _settled(self, rel: str, st: os.stat_result, obs: Observation) -> bool:
+    def _settled(self, rel: str, st: StatLike, obs: Observation) -> bool:
         """Non-empty, or empty for SETTLE_EMPTY by its mtime (or by our clock, if the server's is ahead)."""
         if st.st_size > 0:
             self._empty_seen.pop(rel, None)

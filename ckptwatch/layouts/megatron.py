@@ -30,6 +30,7 @@ class MegatronLayout(TagFileLayout):
     framework = "Megatron-LM save_checkpoint"
     starts = "iter_NNNNNNN/ newer than the tracker's iteration"
     commits = "latest_checkpointed_iteration.txt (written in place) holds the iteration"
+    object_store = "the tracker object holds the iteration (the same rule)"
     tag_file = TRACKER
     step_dir = _STEP_DIR
     dir_markers = (

@@ -20,10 +20,10 @@ copy is delivered only when no other checkpoint of its step is there, and a
 
 from __future__ import annotations
 
-import os
 import re
 import stat
 
+from .access import StatLike
 from .base import Checkpoint, Layout, Listing, Observation, SaveInProgress, trailing_step
 
 __all__ = ["NeMoLayout"]
@@ -43,6 +43,7 @@ class NeMoLayout(Layout):
     framework = "NeMo ModelCheckpoint (NeMo 2 and 1)"
     starts = "<name>-unfinished marker created"
     commits = "<name>-unfinished removed, <name>/ or <name>.ckpt there"
+    object_store = "the <name>-unfinished object deleted (the same rule)"
 
     @classmethod
     def interesting(cls, name: str, is_dir: bool) -> bool:
@@ -54,7 +55,7 @@ class NeMoLayout(Layout):
             if name.endswith(UNFINISHED):
                 return f"NeMo save marker {name}"
         for name in sorted(n for n in listing.dirs if _STEP.search(n))[-_DETECT_LOOKS:]:
-            if all(os.path.isdir(os.path.join(listing.root, name, sub)) for sub in ("weights", "context")):
+            if all(_is_dir(listing.access.stat(f"{name}/{sub}")) for sub in ("weights", "context")):
                 return f"NeMo 2 checkpoint {name}/ (weights/ and context/)"
         return None
 
@@ -95,5 +96,8 @@ class NeMoLayout(Layout):
         return obs
 
     def _is_dir(self, rel: str) -> bool:
-        st = self.stat(rel)
-        return st is not None and stat.S_ISDIR(st.st_mode)
+        return _is_dir(self.stat(rel))
+
+
+def _is_dir(st: StatLike | None) -> bool:
+    return st is not None and stat.S_ISDIR(st.st_mode)

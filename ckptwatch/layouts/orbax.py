@@ -16,8 +16,8 @@ Orbax has two commit protocols (google/orbax
 
 So ``<step>/commit_success.txt`` commits in both. A ``<step>/`` without it is
 committed only when this DIR shows the rename protocol without commit files:
-no step directory holds ``commit_success.txt``, and DIR is not on a FUSE
-mount (the object-store case) unless a tmp directory has been seen there.
+no step directory holds ``commit_success.txt``, and DIR is not an object
+store (a URL, or a FUSE mount of one) unless a tmp directory has been seen there.
 Its completion file is then ``_CHECKPOINT_METADATA``. Rotation (rmtree of the
 oldest step right after a commit) deletes those files first, so a step being
 deleted is never committed again.
@@ -25,11 +25,11 @@ deleted is never committed again.
 
 from __future__ import annotations
 
-import os
 import re
 import stat
 
 from ..sources.fstype import filesystem_type
+from .access import Access, StatLike
 from .base import Checkpoint, Layout, Listing, Observation, SaveInProgress
 
 __all__ = ["OrbaxLayout"]
@@ -46,10 +46,11 @@ class OrbaxLayout(Layout):
     framework = "Orbax CheckpointManager"
     starts = "<step>.orbax-checkpoint-tmp/ (or <step>/ without commit_success.txt)"
     commits = "rename to <step>/, or <step>/commit_success.txt on object stores"
+    object_store = "<step>/commit_success.txt object there (no tmp dir and no rename on object stores)"
 
-    def __init__(self, root: str, argument: str | None = None) -> None:
-        super().__init__(root, argument)
-        self._object_store = (filesystem_type(root) or "").startswith("fuse")
+    def __init__(self, root: str, argument: str | None = None, fs: Access | None = None) -> None:
+        super().__init__(root, argument, fs)
+        self._object_store = self.fs.remote or (filesystem_type(root) or "").startswith("fuse")
         self._seen_tmp = False
         self._seen_commit_file = False
 
@@ -65,7 +66,8 @@ class OrbaxLayout(Layout):
         numbered = sorted((n for n in listing.dirs if _FINAL.match(n)), key=lambda n: int(_FINAL.match(n).group(1)))  # type: ignore[union-attr]
         for name in numbered[-_DETECT_LOOKS:]:
             for marker in (COMMIT_FILE, METADATA):
-                if os.path.isfile(os.path.join(listing.root, name, marker)):
+                st = listing.access.stat(f"{name}/{marker}")
+                if st is not None and stat.S_ISREG(st.st_mode):
                     return f"step directory {name}/ holds {marker}"
         return None
 
@@ -95,7 +97,7 @@ class OrbaxLayout(Layout):
         obs.committed.sort(key=lambda c: (c.step, c.path))
         return obs
 
-    def _file(self, rel: str) -> os.stat_result | None:
+    def _file(self, rel: str) -> StatLike | None:
         """A marker file with content: Orbax writes both with text, in place, so empty is mid-write."""
         st = self.stat(rel)
         return st if st is not None and stat.S_ISREG(st.st_mode) and st.st_size > 0 else None

@@ -37,6 +37,7 @@ import re
 import stat
 from typing import Any
 
+from .access import Access
 from .base import Checkpoint, Layout, Listing, Observation, SaveInProgress, trailing_step
 from .inplace import Bad, InPlaceFile
 
@@ -90,9 +91,10 @@ class RayLayout(Layout):
     framework = "Ray Train v2 (ray.train.report)"
     starts = "checkpoint_<timestamp>/ not yet in the snapshot"
     commits = "checkpoint_manager_snapshot.json (written in place) lists it"
+    object_store = "the snapshot object lists it (the same rule)"
 
-    def __init__(self, root: str, argument: str | None = None) -> None:
-        super().__init__(root, argument)
+    def __init__(self, root: str, argument: str | None = None, fs: Access | None = None) -> None:
+        super().__init__(root, argument, fs)
         self._snapshot: InPlaceFile[list[Entry]] = InPlaceFile(self, SNAPSHOT, parse_snapshot)
 
     @classmethod

@@ -32,8 +32,9 @@ import struct
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
+from .access import Access, StatLike
 from .base import Checkpoint, Layout, Listing, Observation, SaveInProgress
 
 __all__ = [
@@ -228,12 +229,15 @@ def _load_numbers_only(data: bytes) -> object:
     return NumbersOnly(io.BytesIO(data)).load()
 
 
-def pickled_step(path: str, keys: Iterable[str]) -> int | None:
-    """The first of ``keys`` that the top-level dict in a ``torch.save`` zip holds as an int."""
+def pickled_step(path: str | IO[bytes], keys: Iterable[str]) -> int | None:
+    """The first of ``keys`` that the top-level dict in a ``torch.save`` zip holds as an int.
+
+    ``path`` is a path, or an open binary file (an object store's), closed here.
+    """
     import zipfile  # with pathlib and more: only when a file is read
 
     try:
-        with zipfile.ZipFile(path) as archive:
+        with _closing(path), zipfile.ZipFile(path) as archive:
             infos = [i for i in archive.infolist() if i.filename == "data.pkl" or i.filename.endswith("/data.pkl")]
             if not infos:
                 return None
@@ -250,6 +254,21 @@ def pickled_step(path: str, keys: Iterable[str]) -> int | None:
             if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
                 return value
     return None
+
+
+class _closing:
+    """Close an open file handed in (not a path) when done with it."""
+
+    def __init__(self, source: object) -> None:
+        self.source = source
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        close = getattr(self.source, "close", None)
+        if close is not None:
+            close()
 
 
 def temp_target(name: str) -> str | None:
@@ -294,8 +313,8 @@ class FileLayout(Layout):
     settle: ClassVar[float] = 0.1
     settle_unverified: ClassVar[float] = 0.2
 
-    def __init__(self, root: str, argument: str | None = None) -> None:
-        super().__init__(root, argument)
+    def __init__(self, root: str, argument: str | None = None, fs: Access | None = None) -> None:
+        super().__init__(root, argument, fs)
         self._seen: dict[str, _Seen] = {}
         self.newest_step: int | None = None  # of the files with a step in their name
 
@@ -325,7 +344,13 @@ class FileLayout(Layout):
         return None
 
     def check(self, rel: str, size: int) -> tuple[bool, bool]:
-        """``(whole, verified)``: verified when an end marker was checked, not only "not empty"."""
+        """``(whole, verified)``: verified when an end marker was checked, not only "not empty".
+
+        On an object store a file is visible only once whole (a PUT, a
+        completed multipart upload): whole as soon as it is listed.
+        """
+        if self.fs.atomic_objects:
+            return size > 0, True
         is_whole, kind = whole(self.join(rel), size, self.kind(rel))
         return is_whole, kind is not None
 
@@ -339,7 +364,7 @@ class FileLayout(Layout):
 
     def scan(self, listing: Listing) -> Observation:
         obs = Observation()
-        looks: list[tuple[str, os.stat_result, _Seen]] = []
+        looks: list[tuple[str, StatLike, _Seen]] = []
         for rel in self.files(listing, obs):
             target = temp_target(os.path.basename(rel))
             if target is not None:
@@ -358,7 +383,7 @@ class FileLayout(Layout):
         self.classify(looks, listing, obs)
         return obs
 
-    def look(self, rel: str, st: os.stat_result) -> _Seen:
+    def look(self, rel: str, st: StatLike) -> _Seen:
         """This look at a file: a new version is checked for wholeness, a known whole one is not."""
         key = (st.st_mtime_ns, st.st_size)
         seen = self._seen.get(rel)
@@ -367,11 +392,13 @@ class FileLayout(Layout):
         return _Seen(key, time.monotonic(), *self.check(rel, st.st_size))
 
     def wait_for(self, seen: _Seen) -> float:
-        """Seconds until a whole version has settled (0: settled)."""
+        """Seconds until a whole version has settled (0: settled; at once for an object, whole when seen)."""
+        if self.fs.atomic_objects:
+            return 0.0
         need = self.settle if seen.verified else self.settle_unverified
         return max(0.0, need - (time.monotonic() - seen.since))
 
-    def classify(self, looks: list[tuple[str, os.stat_result, _Seen]], listing: Listing, obs: Observation) -> None:
+    def classify(self, looks: list[tuple[str, StatLike, _Seen]], listing: Listing, obs: Observation) -> None:
         """Settled files become checkpoints (named steps first, then the stepless ones)."""
         named = [(rel, st, seen, self.step_of_name(rel)) for rel, st, seen in looks]
         named.sort(key=lambda item: item[3] is None)

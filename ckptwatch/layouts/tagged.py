@@ -24,6 +24,7 @@ import re
 import stat
 from typing import ClassVar
 
+from .access import Access
 from .base import Checkpoint, Layout, Listing, Observation, SaveInProgress
 from .inplace import Bad, InPlaceFile
 
@@ -38,8 +39,8 @@ class TagFileLayout(Layout):
     #: A committed step directory's own completion file, relative to it: the first present wins.
     dir_markers: ClassVar[tuple[str, ...]]
 
-    def __init__(self, root: str, argument: str | None = None) -> None:
-        super().__init__(root, argument)
+    def __init__(self, root: str, argument: str | None = None, fs: Access | None = None) -> None:
+        super().__init__(root, argument, fs)
         self._tag: InPlaceFile[tuple[str, int]] = InPlaceFile(self, self.tag_file, self._parse)
 
     def parse_tag(self, text: str) -> tuple[str, int] | Bad:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 
+from .access import Access
 from .base import Checkpoint, Layout, Listing, Observation, SaveInProgress
 
 __all__ = ["TFLayout", "parse_state_file"]
@@ -72,9 +73,10 @@ class TFLayout(Layout):
     framework = "TensorFlow Saver (TF1) / CheckpointManager (TF2)"
     starts = "PREFIX-N_temp/ dir or PREFIX-N.*.tempstate file"
     commits = "'checkpoint' state file renamed in, naming PREFIX-N (its .index present)"
+    object_store = "the 'checkpoint' object (written whole; TF's rename is a copy there) names PREFIX-N (relative, or a full URL under DIR) whose .index object is there"
 
-    def __init__(self, root: str, argument: str | None = None) -> None:
-        super().__init__(root, argument)
+    def __init__(self, root: str, argument: str | None = None, fs: Access | None = None) -> None:
+        super().__init__(root, argument, fs)
         self._real_root = os.path.realpath(root)
         # Per prefix base ("model.ckpt"): the newest step the state file named at an earlier look.
         self._newest_listed: dict[str, int] = {}
@@ -190,13 +192,8 @@ class TFLayout(Layout):
     def _index_files(self, base: str) -> list[str]:
         """``BASE-N.index`` names in DIR now (a listing of DIR: only when a look fell behind)."""
         head = os.path.basename(base) + "-"
-        folder = os.path.join(self.root, os.path.dirname(base))
-        try:
-            with os.scandir(folder) as entries:
-                names = [e.name for e in entries if e.name.startswith(head) and e.name.endswith(".index")]
-        except OSError:
-            return []
         prefix = os.path.dirname(base)
+        names = [n for n in self.fs.names(prefix) if n.startswith(head) and n.endswith(".index")]
         return [os.path.join(prefix, n) if prefix else n for n in names]
 
     def _committed(self, listing: Listing, problems: list[str]) -> list[Checkpoint]:
@@ -240,6 +237,8 @@ class TFLayout(Layout):
         TF1 writes absolute paths; a sidecar sees the same volume elsewhere.
         An absolute path whose name exists in DIR is taken as that name.
         """
+        if self.fs.remote and "://" in named:
+            return self._resolve_url(named, problems)
         if not os.path.isabs(named):
             if self.inside(named):
                 return os.path.normpath(named)
@@ -255,6 +254,15 @@ class TFLayout(Layout):
         if os.path.lexists(named + ".index"):
             problems.append(f"'checkpoint' names {named!r}, outside DIR; ignored")
         return None  # else rotated away, as seen from here
+
+    def _resolve_url(self, named: str, problems: list[str]) -> str | None:
+        """TF1 on an object store names ``gs://bucket/run/model.ckpt-100``: inside DIR when under its URL."""
+        head = self.root.rstrip("/") + "/"
+        rel = named[len(head):] if named.startswith(head) else None
+        if rel and self.inside(rel):
+            return os.path.normpath(rel)
+        problems.append(f"'checkpoint' names {named!r}, outside DIR; ignored")
+        return None
 
 
 def _unique(saves: list[SaveInProgress]) -> list[SaveInProgress]:

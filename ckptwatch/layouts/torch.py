@@ -42,6 +42,7 @@ class TorchLayout(FileLayout):
     framework = "torch.save (*.pt, *.pth, *.bin)"
     starts = "NAME.pt written in place, or NAME.pt.tmp (step from the name)"
     commits = "NAME.pt a whole zip, unchanged for 0.1 s (renamed in or written in place)"
+    object_store = "the object is listed (visible only once whole); last.pt: each new version is a save"
     name_pattern = _SUFFIX
 
     @classmethod
@@ -62,4 +63,4 @@ class TorchLayout(FileLayout):
         return name_step(_SUFFIX.sub("", os.path.basename(rel)), ("step", "iteration", "iter"))
 
     def step_of_content(self, rel: str) -> int | None:
-        return pickled_step(self.join(rel), STEP_KEYS)
+        return pickled_step(self.fs.source(rel), STEP_KEYS)
