@@ -197,6 +197,10 @@ def _report_options(command: Any) -> Any:
 @click.option("--log-format", envvar="CKPTWATCH_LOG_FORMAT", type=click.Choice(["auto", "text", "json"]),
               default="auto", help="auto: rich on a terminal, plain lines otherwise; json: JSON lines.")
 @_report_options
+@click.option("--storage-option", "storage_option", multiple=True, envvar="CKPTWATCH_STORAGE_OPTION",
+              metavar="KEY=VALUE", show_default=False,
+              help="For a URL DIR (s3://, gs://): an fsspec storage option (endpoint_url=..., anon=true); "
+              "repeatable.")
 @click.pass_context
 def run(ctx: click.Context, **options: Any) -> None:
     """Watch DIR and run listeners at begin, before_save, after_save and end.
@@ -215,6 +219,8 @@ def run(ctx: click.Context, **options: Any) -> None:
       1    a listener run failed or timed out
       0    otherwise (a stop request is not a failure)
     """
+    import os
+
     from .config import Config, ConfigError
     from .report.console import setup_logging
     from .engine import UsageError, run as run_engine
@@ -224,11 +230,12 @@ def run(ctx: click.Context, **options: Any) -> None:
     options.pop("config_file")
     options["listeners"] = _listener_args(options["listeners"])
     options["command"] = tuple(options["command"])
+    options["storage_option"] = tuple(options["storage_option"])
     try:
         config = Config(listener_settings=ctx.meta.get("listener_settings", {}), **options)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    logging_thread = setup_logging(config.log_format)
+    logging_thread = setup_logging(config.log_format, verbose=bool(os.environ.get("CKPTWATCH_DEBUG")))
     try:
         status = run_engine(config)
     except UsageError as exc:
@@ -239,25 +246,30 @@ def run(ctx: click.Context, **options: Any) -> None:
 
 
 @cli.command()
-@click.argument("dir", type=click.Path(exists=True, file_okay=False, path_type=str))
+@click.argument("dir", type=str)
 @click.option("--layout", default="auto", help="auto, or a layout name (see 'ckptwatch layouts').")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=str), help="[default: DIR/.ckptwatch]")
 @click.option("--stop-file", type=click.Path(dir_okay=False, path_type=str), help="[default: DIR/ckptwatch.stop]")
+@click.option("--storage-option", "storage_option", multiple=True, envvar="CKPTWATCH_STORAGE_OPTION",
+              metavar="KEY=VALUE", help="For a URL DIR: an fsspec storage option; repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
-def doctor(dir: str, layout: str, state_dir: str | None, stop_file: str | None, as_json: bool) -> None:
-    """What ckptwatch sees in DIR now: layout and why, checkpoints, saves in progress, what is ignored.
+def doctor(dir: str, layout: str, state_dir: str | None, stop_file: str | None, storage_option: tuple[str, ...],
+           as_json: bool) -> None:
+    """What ckptwatch sees in DIR (a directory or a URL) now: layout and why, checkpoints, saves in progress.
 
     Run it first when a listener does not fire. It only reads.
     """
     from .tools.doctor import examine
+    from .config import Config, ConfigError
     from .layouts import UnknownLayout
 
     try:
-        report = examine(dir, layout, state_dir, stop_file)
-    except (UnknownLayout, ValueError) as exc:
+        config = Config(dir, layout=layout, state_dir=state_dir, stop_file=stop_file, storage_option=storage_option)
+        report = examine(dir, layout, state_dir, stop_file, config.storage_options)
+    except (UnknownLayout, ConfigError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     except OSError as exc:
-        raise click.UsageError(f"cannot read {dir}: {exc.strerror}") from None
+        raise click.UsageError(f"cannot read {dir}: {exc.strerror or exc}") from None
     click.echo(report.to_json() if as_json else "\n".join(report.lines()))
 
 
@@ -296,7 +308,7 @@ def status(ctx: click.Context, dir: str | None, state_dir: str | None, as_json: 
 
 @cli.command("layouts")
 def layouts_command() -> None:
-    """List the layouts: what each treats as a save starting and as its commit."""
+    """List the layouts: what each treats as a save starting and as its commit (on disk, on object stores)."""
     from .layouts import REGISTRY, layout_class
 
     rows = [(name, layout_class(name)) for name in REGISTRY]
@@ -305,6 +317,7 @@ def layouts_command() -> None:
         click.echo(f"{name:<{width}}  {cls.framework}")
         click.echo(f"{'':<{width}}    starts:  {cls.starts}")
         click.echo(f"{'':<{width}}    commits: {cls.commits}")
+        click.echo(f"{'':<{width}}    s3/gs:   {cls.object_store or 'not on object stores'}")
 
 
 @cli.command("listeners")

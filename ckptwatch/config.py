@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .events import ALL_EVENT_NAMES
+from .urls import is_url, strip
 
 __all__ = ["Config", "ConfigError", "LogFormat", "load_toml", "RUN_KEYS"]
 
@@ -44,6 +45,7 @@ RUN_KEYS = frozenset(
         "stale_after",
         "summary_json",
         "junit_xml",
+        "storage_option",
     }
 )
 #: Keys of the ``[expect]`` table: the ``--expect-*`` options less ``expect-``.
@@ -97,6 +99,8 @@ class Config:
     #: Reports written when the watcher ends.
     summary_json: str | None = None
     junit_xml: str | None = None
+    #: ``KEY=VALUE`` options for fsspec when DIR (or the stop file) is a URL.
+    storage_option: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("idle_timeout", "listener_timeout", "stale_after", "expect_within"):
@@ -127,18 +131,55 @@ class Config:
             raise ConfigError(f"metrics-port must be a port number (0 to 65535), not {self.metrics_port}")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"log-format must be one of {', '.join(LOG_FORMATS)}, not {self.log_format!r}")
+        self.storage_options  # noqa: B018 - parses them: a bad one is a usage error now
+        if is_url(self.state_dir):
+            raise ConfigError(f"--state-dir must be a local directory, not {self.state_dir}: the journal is "
+                              "written at every event and must survive a crash (the default for a URL DIR is "
+                              "local too)")
+        if self.is_url:
+            if self.pin:
+                raise ConfigError("--pin cannot be used with an object store: it hard-links files on a local "
+                                  "file system, and an object store has no links (listeners get the URL)")
+            if self.poll == 0:
+                raise ConfigError("--poll 0 cannot watch an object store: it sends no notifications; "
+                                  "use --poll SECONDS (default 5 there)")
+
+    @property
+    def is_url(self) -> bool:
+        """DIR is an object store (``s3://``, ``gs://``, any fsspec protocol)."""
+        return is_url(self.dir)
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        """``--storage-option KEY=VALUE`` as fsspec keyword arguments (JSON values: true, 3, {...})."""
+        import json
+
+        options: dict[str, Any] = {}
+        for item in self.storage_option:
+            key, eq, value = item.partition("=")
+            if not eq or not key.strip():
+                raise ConfigError(f"storage-option must be KEY=VALUE, not {item!r}")
+            try:
+                options[key.strip()] = json.loads(value)
+            except ValueError:
+                options[key.strip()] = value
+        return options
 
     @property
     def directory(self) -> str:
-        return os.path.abspath(self.dir)
+        return strip(self.dir) if self.is_url else os.path.abspath(self.dir)
 
     @property
     def stop_path(self) -> str:
-        return os.path.abspath(self.stop_file) if self.stop_file else os.path.join(self.directory, "ckptwatch.stop")
+        if self.stop_file:
+            return self.stop_file if is_url(self.stop_file) else os.path.abspath(self.stop_file)
+        return f"{self.directory}/ckptwatch.stop" if self.is_url else os.path.join(self.directory, "ckptwatch.stop")
 
     @property
     def state_path(self) -> str:
-        return os.path.abspath(self.state_dir) if self.state_dir else os.path.join(self.directory, ".ckptwatch")
+        if self.state_dir:
+            return os.path.abspath(self.state_dir)
+        return url_state_dir(self.directory) if self.is_url else os.path.join(self.directory, ".ckptwatch")
 
     @property
     def listener_paths(self) -> tuple[str, ...]:
@@ -146,6 +187,19 @@ class Config:
         if self.listeners:
             return self.listeners
         return ("listeners.d",) if os.path.isdir("listeners.d") else ()
+
+
+def url_state_dir(url: str) -> str:
+    """The local state directory of a URL DIR: ``$XDG_STATE_HOME/ckptwatch/PROTOCOL/BUCKET/PATH``.
+
+    The journal must be written at every event and survive a crash, which a
+    bucket cannot promise, so it stays on this host, at a place the URL names
+    (a restarted watcher for the same URL finds it; another URL never shares it).
+    """
+    protocol, _, rest = strip(url).partition("://")
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    parts = [p for p in rest.split("/") if p not in ("", ".", "..")]
+    return os.path.join(base, "ckptwatch", protocol.lower(), *parts)
 
 
 def load_toml(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -190,6 +244,10 @@ def load_toml(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
             raise ConfigError(f"config {path}: [run] {key.replace('_', '-')} must be {wanted}, not {value!r}")
     if any(not isinstance(item, str) for item in run.get("listeners", [])):
         raise ConfigError(f"config {path}: [run] listeners must be a list of paths")
+    if isinstance(run.get("storage_option"), str):
+        run["storage_option"] = [run["storage_option"]]
+    if any(not isinstance(item, str) for item in run.get("storage_option", [])):
+        raise ConfigError(f"config {path}: [run] storage-option must be a list of \"KEY=VALUE\" strings")
     if "start_from" in run:
         run["start_from"] = str(run["start_from"])
     run.update(_load_expect(path, data.get("expect", {})))
@@ -278,4 +336,5 @@ _RUN_TYPES: dict[str, tuple[type, ...]] = {
     "stale_after": (int, float),
     "summary_json": (str,),
     "junit_xml": (str,),
+    "storage_option": (list, str),
 }

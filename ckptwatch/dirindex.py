@@ -25,6 +25,7 @@ import stat
 import time
 from collections.abc import Iterable
 
+from .layouts.access import Access
 from .layouts.base import Layout, Listing
 
 __all__ = ["DirIndex"]
@@ -61,10 +62,16 @@ class _View:
 
 class DirIndex:
     def __init__(
-        self, root: str, candidates: list[type[Layout]], ignore: frozenset[str] = frozenset()
+        self, root: str, candidates: list[type[Layout]], ignore: frozenset[str] = frozenset(),
+        fs: Access | None = None,
     ) -> None:
-        """Index DIR for these candidate layouts: only names one of them finds interesting are kept."""
+        """Index DIR for these candidate layouts: only names one of them finds interesting are kept.
+
+        ``fs``: a remote store (``FsspecAccess``), listed through it at every
+        :meth:`relist` (a poll); None: the local directory, listed directly.
+        """
         self.root = root
+        self.fs = fs if fs is not None and fs.remote else None
         self.ignore = ignore
         self._candidates = list(candidates)
         self._name_filter = _name_filter(self._candidates)
@@ -100,7 +107,7 @@ class DirIndex:
         if view.frozen is None:
             view.frozen = (frozenset(view.dirs), frozenset(view.files))
         changed = None if view.changed is None else frozenset(view.changed)
-        return Listing(self.root, *view.frozen, changed=changed)
+        return Listing(self.root, *view.frozen, changed=changed, fs=self.fs)
 
     def everything_changed(self) -> None:
         """The next look of every layout is at everything (a poll tick, the safety timer)."""
@@ -112,6 +119,9 @@ class DirIndex:
 
         Raises FileNotFoundError/NotADirectoryError when DIR is gone. True when it listed.
         """
+        if self.fs is not None:
+            self._relist_remote()
+            return True
         st = os.stat(self.root)
         if (
             only_if_changed
@@ -120,7 +130,13 @@ class DirIndex:
         ):
             return False
         started = time.time_ns()
-        entries = self._list_entries() if self._name_filter is None else self._list_names(self._name_filter)
+        self._replace(self._list_entries() if self._name_filter is None else self._list_names(self._name_filter))
+        self._listed_mtime = st.st_mtime_ns
+        self._listed_at = started
+        return True
+
+    def _replace(self, entries: dict[str, bool]) -> None:
+        """A full listing's entries replace the index; every view's next look is at everything."""
         changed = [n for n in self._entries.keys() - entries.keys()]
         changed += [n for n, d in entries.items() if self._entries.get(n) is not d]
         self._entries = entries
@@ -128,10 +144,14 @@ class DirIndex:
             for name in changed:
                 view.put(name, entries.get(name))
             view.changed = None
-        self._listed_mtime = st.st_mtime_ns
-        self._listed_at = started
         self.full_listings += 1
-        return True
+
+    def _relist_remote(self) -> None:
+        """A poll of an object store: a new look, one listing (the store has no mtime to skip it by)."""
+        assert self.fs is not None
+        self.fs.begin_poll()  # type: ignore[attr-defined]
+        self._replace({name: is_dir for name, is_dir in self.fs.entries("")
+                       if name not in self.ignore and self._keep(name, is_dir)})
 
     def _list_entries(self) -> dict[str, bool]:
         """Every entry, its kind from the directory itself (``d_type``), filtered in Python."""

@@ -30,6 +30,7 @@ from .events import Event
 from .delivery.journal import Journal, JournalBusy
 from .dirindex import DirIndex
 from .sources.fstype import filesystem_type, needs_polling
+from .layouts.access import StoreUnavailable
 from .layouts.base import Layout, Observation
 from .delivery.environment import listener_environment
 from .delivery.listeners import ListenerError, ListenerSpec, discover
@@ -37,10 +38,12 @@ from .delivery.reaper import Reaper, become_subreaper
 from .delivery.runner import close_inherited_fds
 from .sources.watch import InotifyWatcher, ObserverWatcher, Waker, Watcher
 from .staleness import Staleness
+from .urls import is_url
 
 if TYPE_CHECKING:
     from .command import TrainingCommand
     from .report.setup import Reports
+    from .sources.objstore import FsspecAccess, Outage
 
 __all__ = ["EXIT_EXPECTATION", "EXIT_LISTENER_FAILED", "EXIT_OK", "EXIT_USAGE", "Engine", "UsageError", "run"]
 
@@ -53,6 +56,10 @@ EXIT_EXPECTATION = 4
 _ONCE_RECHECKS = 50
 #: While auto-detection is undecided, how many new subdirectories get a watch.
 _UNDECIDED_WATCHES = 64
+#: Seconds between polls of an object store unless --poll says otherwise.
+STORE_POLL = 5.0
+#: With --once, how many failed looks at an object store before the session ends (exit 1).
+ONCE_STORE_TRIES = 5
 
 
 class UsageError(Exception):
@@ -89,6 +96,8 @@ class Engine:
     def next_run_id(self) -> str:
         self._sessions += 1
         return self.run_id if self._sessions == 1 else f"{self.run_id}.{self._sessions}"
+        #: DIR in an object store (a URL): how it is read; None for a local DIR.
+        self.access: FsspecAccess | None = None
 
     # Start and finish ----------------------------------------------------------
 
@@ -100,9 +109,17 @@ class Engine:
                 layouts.create(config.layout, self.dir)
             except (layouts.UnknownLayout, ValueError) as exc:
                 raise UsageError(str(exc)) from None
-        if os.path.exists(self.dir) and not os.path.isdir(self.dir):
+        if config.is_url:
+            from .sources.objstore import open_store  # fsspec: only for a URL
+            from .urls import MissingProtocol
+
+            try:
+                self.access = open_store(config.directory, config.storage_options)
+            except (MissingProtocol, FileNotFoundError) as exc:
+                raise UsageError(str(exc)) from None
+        elif os.path.exists(self.dir) and not os.path.isdir(self.dir):
             raise UsageError(f"{config.dir} is not a directory")
-        if config.once and not os.path.isdir(self.dir):
+        elif config.once and not os.path.isdir(self.dir):
             raise UsageError(f"{config.dir} does not exist (--once reads what is there now)")
         try:
             self.listeners = discover(
@@ -236,7 +253,7 @@ class Engine:
 
     def _wait_for_dir(self) -> bool:
         """True once DIR exists; False when the watcher should exit first."""
-        if os.path.isdir(self.dir):
+        if self.access is not None or os.path.isdir(self.dir):  # a URL: a prefix is there once written
             return True
         emit("info", f"{self.config.dir} does not exist yet; waiting for it")
         self.hub.waiting_for_dir(self.dir)
@@ -319,7 +336,9 @@ class Session:
         candidates = [layouts.layout_class(n) for n in layouts.names()]
         if self.config.layout != "auto":
             candidates = [layouts.layout_class(self.config.layout.partition(":")[0])]
-        self.index = DirIndex(self.dir, candidates, ignore)
+        self.index = DirIndex(self.dir, candidates, ignore, engine.access)
+        #: Back-off while an object store cannot be asked (a URL DIR only).
+        self.outage: Outage | None = None
 
     def run(self) -> str:
         self.startup()
@@ -345,11 +364,15 @@ class Session:
         if self.journal.dropped_lines:
             emit("info", f"journal: dropped {self.journal.dropped_lines} torn or unreadable line(s) "
                  "(a crash mid-write); continuing", logging.WARNING)
-        _remove_torn_stop_files(config.stop_path)
+        if not is_url(config.stop_path):
+            _remove_torn_stop_files(config.stop_path)
         pins = os.path.join(config.state_path, "pins") if config.pin else None
         if pins is not None:
             shutil.rmtree(pins, ignore_errors=True)  # pins of a crashed session
-        self.context = RunContext(self.dir, config.stop_path, self.run_id, pin_dir=pins, role=self.engine.role)
+        access = self.engine.access
+        self.context = RunContext(self.dir, config.stop_path, self.run_id, pin_dir=pins, role=self.engine.role,
+                                  exists=access.exists if access is not None else None,
+                                  storage_options=config.storage_options or None)
         self.hub.session_started(SessionFacts(self.run_id, self.dir, config.stop_path, config.state_path,
                                               tuple(spec.name for spec in self.engine.listeners), os.getpid()))
         if config.layout != "auto":
@@ -382,6 +405,15 @@ class Session:
     def _start_watching(self) -> None:
         """Native notifications, or a scan on a timer where they cannot be trusted."""
         config = self.config
+        if self.engine.access is not None:
+            from .sources.objstore import Outage
+
+            self.trust_mtime = False
+            self.interval = config.poll or STORE_POLL
+            self.outage = Outage(config.dir, self.interval)
+            emit("info", f"polling {config.dir} every {self.interval:g} s (an object store sends no notifications); "
+                 f"journal in {config.state_path}", poll=self.interval, state_dir=config.state_path)
+            return
         fstype = filesystem_type(self.dir)
         self.trust_mtime = not needs_polling(fstype)
         poll = config.poll
@@ -435,12 +467,20 @@ class Session:
                 elif hints:
                     self.index.refresh(hints)
                 self.scan()
+                if self.outage is not None:
+                    self._polled()
                 if first:
                     first = False
                     self._say_ready()
                 self._check_stale()
             except (FileNotFoundError, NotADirectoryError):
                 return "dir-gone"
+            except StoreUnavailable as exc:
+                if reason:
+                    return reason
+                if self._store_failed(exc):
+                    return "once"
+                continue
             if reason:
                 return reason
             if self.config.once:
@@ -448,6 +488,27 @@ class Session:
                 if self.recheck_at is None or self._once_rechecks >= _ONCE_RECHECKS:
                     return "once"
                 self._once_rechecks += 1
+
+    def _polled(self) -> None:
+        """A look at an object store worked: the outage (if any) is over; its cost in the debug log."""
+        assert self.outage is not None and self.engine.access is not None
+        if self.outage.since is not None:
+            self.outage.succeeded()
+            self.interval = self.outage.interval
+        access = self.engine.access
+        self.stats["requests"] = access.total_requests
+        emit("debug", f"poll: {access.requests} request(s)", logging.DEBUG, requests=access.requests)
+
+    def _store_failed(self, exc: StoreUnavailable) -> bool:
+        """A look at the object store failed: back off. True when ``--once`` gives up."""
+        assert self.outage is not None
+        self.interval = self.outage.failed(exc)
+        if self.config.once and self.outage.failures >= ONCE_STORE_TRIES:
+            emit("info", f"{self.config.dir}: still unavailable after {ONCE_STORE_TRIES} looks; --once gives up",
+                 logging.ERROR)
+            self.engine.failures += 1
+            return True
+        return False
 
     def _wait_timeout(self) -> float:
         timeout = self.interval
@@ -604,7 +665,7 @@ class Session:
                 return
 
     def _use_layout(self, name: str, why: str, *, fixed: bool) -> None:
-        self.layout = layouts.create(name, self.dir)
+        self.layout = layouts.create(name, self.dir, self.engine.access)
         self.layout_fixed = fixed
         self.context.layout = name
         emit("info", f"layout {name} ({self.layout.framework}): {why}", layout=name)

@@ -60,9 +60,17 @@ class RunContext:
     write_stop_file: bool = True
     #: ``worker`` (``--role``): stop requests are logged, and no stop file is written.
     role: str = "chief"
+    #: Whether a path relative to DIR is there; None: ``os.path.lexists`` (DIR is local).
+    exists: Callable[[str], bool] | None = None
+    #: fsspec options for a stop file at a URL.
+    storage_options: dict[str, object] | None = None
 
     def path(self, rel: str | None) -> str:
         return os.path.join(self.dir, rel) if rel else ""
+
+    def there(self, rel: str) -> bool:
+        """Whether ``rel`` (a checkpoint's marker) is still in DIR."""
+        return self.exists(rel) if self.exists is not None else os.path.lexists(self.path(rel))
 
 
 class Delivery:
@@ -367,7 +375,7 @@ class Dispatcher:
                 self._vanished(spec, job)
                 return None
             checkpoint = pinned
-        elif event_id is not None and event.marker and not just_seen and not os.path.lexists(ctx.path(event.marker)):
+        elif event_id is not None and event.marker and not just_seen and not ctx.there(event.marker):
             self._vanished(spec, job)
             return None
         retry = job.attempt > 1
@@ -449,7 +457,7 @@ class Dispatcher:
         crash_point("run-exited")
         status = outcome.status
         if status == "failed" and checkpoint == ctx.path(event.checkpoint) and event.marker \
-                and not os.path.lexists(ctx.path(event.marker)):
+                and not ctx.there(event.marker):
             status = "vanished"
         if status == "stop" and event.name != "after_save":
             say(f"exit 3 asks for a stop, which only after_save can do; taken as success at {event.name}")
@@ -567,7 +575,7 @@ class Dispatcher:
         event = delivery.event
         request = StopRequest(event.step, self.context.path(event.checkpoint), names, reason, self.context.run_id)
         try:
-            write_stop_file(self.context.stop_file, request)
+            write_stop_file(self.context.stop_file, request, self.context.storage_options)
         except OSError as exc:
             emit("stop", f"cannot write the stop file {self.context.stop_file}: {exc.strerror}", logging.ERROR)
             self.failures += 1

@@ -20,18 +20,31 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from typing import Any
 
 from ..faults import crash_point
 from ..integrations.stopfile import STOP_FILE_NAME, StopRequest, read_stop_file, stop_requested
+from ..urls import is_url
 
-__all__ = ["STOP_FILE_NAME", "StopRequest", "file_mode", "read_stop_file", "stop_requested", "write_stop_file"]
+__all__ = [
+    "STOP_FILE_NAME", "StopRequest", "file_mode", "read_stop_file", "stop_requested", "write_stop_file",
+    "write_stop_url",
+]
 
 
-def write_stop_file(path: str, request: StopRequest) -> None:
-    """Write ``path`` atomically; a reader sees the old file or the whole new one."""
+def write_stop_file(path: str, request: StopRequest, storage_options: dict[str, Any] | None = None) -> None:
+    """Write ``path`` atomically; a reader sees the old file or the whole new one.
+
+    A URL (``s3://bucket/run/ckptwatch.stop``) is written by one PUT
+    (:func:`write_stop_url`); ``storage_options`` are fsspec's for it.
+    """
+    body = request.to_json()
+    if is_url(path):
+        write_stop_url(path, (json.dumps(body, ensure_ascii=True, indent=2) + "\n").encode(), storage_options)
+        return
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    body = request.to_json()
     import tempfile  # rarely needed: not at every start
 
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
@@ -50,6 +63,33 @@ def write_stop_file(path: str, request: StopRequest) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+#: Seconds between attempts at a stop file's PUT while the store is unavailable.
+URL_RETRIES = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def write_stop_url(url: str, data: bytes, storage_options: dict[str, Any] | None = None) -> None:
+    """The one place a stop file at a URL is written: one PUT of the whole body, a few tries.
+
+    An object appears whole or not at all, so the training job, which reads
+    the bucket, never sees half a request. Raises OSError when every try failed
+    (the journal then keeps the request owed, for the next session).
+    """
+    from ..urls import MissingProtocol, filesystem, put_bytes
+
+    try:
+        fs = filesystem(url, storage_options)
+    except MissingProtocol as exc:
+        raise OSError(5, str(exc)) from None
+    for attempt, pause in enumerate((*URL_RETRIES, None)):
+        try:
+            put_bytes(url, data, fs=fs)
+            return
+        except Exception as exc:  # noqa: BLE001 - network, throttling: try again, then give up with the reason
+            if pause is None:
+                raise OSError(5, f"{type(exc).__name__}: {exc} ({attempt + 1} tries)") from None
+            time.sleep(pause)
 
 
 def file_mode() -> int:

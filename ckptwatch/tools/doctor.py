@@ -19,8 +19,10 @@ from typing import Any
 from .. import layouts
 from ..sources.fstype import filesystem_type, needs_polling
 from ..delivery.journal import FINISHED, JOURNAL_NAME
+from ..layouts.access import Access, LocalAccess
 from ..layouts.base import Layout, Listing, Observation
 from ..delivery.stopfile import read_stop_file
+from ..urls import is_url
 
 __all__ = ["Report", "examine"]
 
@@ -78,47 +80,73 @@ def _view(listing: Listing, cls: type[Layout]) -> Listing:
         listing.root,
         frozenset(n for n in listing.dirs if cls.interesting(n, True)),
         frozenset(n for n in listing.files if cls.interesting(n, False)),
+        fs=listing.fs,
     )
 
 
-def _age(path: str, listing: Listing | None = None) -> float:
-    """Seconds since ``path`` last changed; for a prefix (TensorFlow), the newest entry it starts."""
-    base = os.path.basename(path)
+def _age(access: Access, rel: str, listing: Listing | None = None) -> float:
+    """Seconds since ``rel`` last changed; for a prefix (TensorFlow), the newest entry it starts."""
+    base = os.path.basename(rel)
     names = [n for n in (listing.dirs | listing.files) if n.startswith(base)] if listing else []
     newest = 0.0
-    for candidate in [path, *(os.path.join(os.path.dirname(path), n) for n in names)]:
-        try:
-            newest = max(newest, os.lstat(candidate).st_mtime)
-        except OSError:
-            continue
+    for candidate in [rel, *(os.path.join(os.path.dirname(rel), n) for n in names)]:
+        st = access.stat(candidate)
+        if st is not None and st.st_mtime_ns:
+            newest = max(newest, st.st_mtime_ns / 1e9)
     return time.time() - newest if newest else 0.0
 
 
-def examine(directory: str, layout: str = "auto", state_dir: str | None = None, stop_file: str | None = None) -> Report:
-    """Look at ``directory`` as ``ckptwatch run`` would. Raises OSError when it cannot be listed."""
-    root = os.path.abspath(directory)
-    state_dir = os.path.abspath(state_dir) if state_dir else os.path.join(root, ".ckptwatch")
-    stop_file = os.path.abspath(stop_file) if stop_file else os.path.join(root, "ckptwatch.stop")
-    report = Report(root, filesystem_type(root))
-    report.notifications = (
-        "no notifications for changes made elsewhere: ckptwatch run polls every 1 s"
-        if needs_polling(report.fstype) else "native notifications (inotify)"
-    )
+def examine(directory: str, layout: str = "auto", state_dir: str | None = None, stop_file: str | None = None,
+            storage_options: dict[str, Any] | None = None) -> Report:
+    """Look at ``directory`` (a path or a URL) as ``ckptwatch run`` would. Raises OSError when it cannot be listed.
+
+    For a URL, raises ``urls.MissingProtocol`` (a ValueError) when nothing is
+    installed for its protocol, and FileNotFoundError when its bucket is missing.
+    """
+    from ..config import Config
+
+    config = Config(directory, state_dir=state_dir, stop_file=stop_file)
+    root, state_dir, stop_file = config.directory, config.state_path, config.stop_path
+    access: Access
+    if is_url(directory):
+        from ..layouts.access import StoreUnavailable
+        from ..sources.objstore import FsspecAccess
+
+        remote = FsspecAccess(root, storage_options)
+        try:
+            remote.check()
+        except StoreUnavailable as exc:
+            raise OSError(5, f"cannot reach the store: {exc}") from None
+        access = remote
+        report = Report(root, f"object store ({root.split('://', 1)[0]})")
+        report.notifications = "no notifications: ckptwatch run polls every 5 s (--poll S)"
+    else:
+        access = LocalAccess(root)
+        report = Report(root, filesystem_type(root))
+        report.notifications = (
+            "no notifications for changes made elsewhere: ckptwatch run polls every 1 s"
+            if needs_polling(report.fstype) else "native notifications (inotify)"
+        )
     ignore = frozenset(os.path.basename(p) for p in (state_dir, stop_file) if os.path.dirname(p) == root)
-    listing = Listing.read(root, ignore)
+    try:
+        listing = Listing.read(root, ignore, access if access.remote else None)
+    except Exception as exc:  # noqa: BLE001 - a store failing mid-way: one line
+        if isinstance(exc, OSError):
+            raise
+        raise OSError(5, str(exc)) from None
     report.candidates = layouts.detect_all(lambda cls: _view(listing, cls))
     if layout != "auto":
         report.layout, report.why = layout, "chosen with --layout"
     elif report.candidates:
         report.layout, report.why = report.candidates[0]
     if report.layout:
-        chosen = layouts.create(report.layout, root)
+        chosen = layouts.create(report.layout, root, access if access.remote else None)
         cls = type(chosen)
         observation = chosen.scan(_view(listing, cls))
         if observation.recheck is not None:  # a file written in place wants a second look
             time.sleep(min(observation.recheck, 1.0))
             observation = chosen.scan(_view(listing, cls))
-        _describe(report, chosen, observation, listing)
+        _describe(report, chosen, observation, listing, access)
         owned = [c.path for c in observation.committed] + [s.path for s in observation.in_progress]
         names = sorted(
             n for n in listing.dirs | listing.files
@@ -127,7 +155,7 @@ def examine(directory: str, layout: str = "auto", state_dir: str | None = None, 
         report.ignored_count = len(names)
         report.ignored = names[:_SHOWN]
     _journal(report, state_dir)
-    _stop_file(report, stop_file)
+    _stop_file(report, stop_file, access if is_url(stop_file) and stop_file.startswith(root + "/") else None)
     return report
 
 
@@ -136,11 +164,11 @@ def _part_of(name: str, paths: list[str]) -> bool:
     return any(name == path.split("/", 1)[0] or name.startswith(path + ".") for path in paths)
 
 
-def _describe(report: Report, layout: Layout, observation: Observation, listing: Listing) -> None:
+def _describe(report: Report, layout: Layout, observation: Observation, listing: Listing, access: Access) -> None:
     for checkpoint in sorted(observation.committed, key=lambda c: (c.step, c.path)):
         report.committed.append({"step": checkpoint.step, "path": checkpoint.path, "marker": checkpoint.marker})
     for save in sorted(observation.in_progress, key=lambda s: (s.step, s.path)):
-        age = _age(layout.join(save.path), listing)
+        age = _age(access, save.path, listing)
         report.in_progress.append({"step": save.step, "path": save.path, "age_s": round(age, 1)})
         if age > STALE_AFTER:
             report.suspicious.append(
@@ -174,15 +202,32 @@ def _journal(report: Report, state_dir: str) -> None:
     report.journal = f"{path}: {events} event(s), {runs} run record(s), {left} run(s) to resume"
 
 
-def _stop_file(report: Report, stop_file: str) -> None:
-    if not os.path.lexists(stop_file):
+def _stop_file(report: Report, stop_file: str, access: Access | None = None) -> None:
+    if access is not None:  # a URL in DIR's store
+        rel = stop_file[len(access.root) + 1:]
+        got = access.read(rel, 1 << 20) if access.stat(rel) is not None else None
+        if got is None:
+            report.stop_file = f"none at {stop_file}"
+            return
+        try:
+            body = json.loads(got[0])
+        except ValueError:
+            body = None
+        body = body if isinstance(body, dict) else None
+        age = time.time() - got[1].st_mtime_ns / 1e9
+    elif is_url(stop_file):
+        report.stop_file = f"{stop_file} (in another store: not read)"
+        return
+    elif not os.path.lexists(stop_file):
         report.stop_file = f"none at {stop_file}"
         return
-    body = read_stop_file(stop_file)
+    else:
+        body = read_stop_file(stop_file)
+        age = _age(LocalAccess(os.path.dirname(stop_file)), os.path.basename(stop_file))
     if body is None:
         report.stop_file = f"{stop_file} exists but is not a readable stop request"
         return
     report.stop_file = (
-        f"{stop_file}: step {body.get('step')} by {body.get('listener')} ({_age(stop_file) / 60:.0f} min ago); "
+        f"{stop_file}: step {body.get('step')} by {body.get('listener')} ({age / 60:.0f} min ago); "
         "training started after it ignores it"
     )
