@@ -92,12 +92,12 @@ class Engine:
         self._sessions = 0
         #: chief or worker (``--role``), and why.
         self.role, self.role_why = "chief", "--role chief"
+        #: DIR in an object store (a URL): how it is read; None for a local DIR.
+        self.access: FsspecAccess | None = None
 
     def next_run_id(self) -> str:
         self._sessions += 1
         return self.run_id if self._sessions == 1 else f"{self.run_id}.{self._sessions}"
-        #: DIR in an object store (a URL): how it is read; None for a local DIR.
-        self.access: FsspecAccess | None = None
 
     # Start and finish ----------------------------------------------------------
 
