@@ -457,3 +457,41 @@ def test_doctor_url(s3, prefix, tmp_path, env):
     assert "object store (s3)" in out and "layout      orbax" in out
     assert "(commit marker 2/commit_success.txt)" in out and "committed   2" in out
     assert "in progress 1" in out
+
+
+def test_readme_object_store_commands(s3, tmp_path, env):
+    """Steps: the README's "Object stores" commands, copied as a new user would, from another directory,
+    against the S3 server (AWS_ENDPOINT_URL), with the bucket they name holding two Trainer saves.
+    Result: ``doctor`` shows them; ``run ... -l listeners.d`` gets ready, delivers them, ends on SIGTERM."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("## Object stores", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    commands = [line.split("#", 1)[0].strip() for line in block.splitlines() if line.startswith("ckptwatch ")]
+    doctor = next(c for c in commands if c.startswith("ckptwatch doctor s3://"))
+    run = next(c for c in commands if c.startswith("ckptwatch run s3://"))
+    fs = s3.filesystem()
+    bucket = doctor.split("s3://", 1)[1].split("/", 1)[0]
+    fs.mkdir(bucket)
+    root = doctor.split("s3://", 1)[1]
+    Trainer(fs, root).save(100)
+    Trainer(fs, root).save(200)
+    user = tmp_path / "elsewhere"
+    write_listener(user / "listeners.d", "rec")
+    uenv = {**env, **s3.env()}
+    result = subprocess.run([sys.executable, "-m", "ckptwatch", *doctor.split()[1:]], capture_output=True,
+                            text=True, env=uenv, cwd=user, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "committed   2" in result.stdout and "layout      hf" in result.stdout
+    proc = subprocess.Popen([sys.executable, "-m", "ckptwatch", *run.split()[1:], "--log-format", "json"],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=uenv, cwd=user)
+    try:
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if '"after_save"' in line and '"step": 200' in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, "".join(seen)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert events(read_records(Path(env["RECORD_FILE"]))) == [100, 200]
