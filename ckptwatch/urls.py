@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["MissingProtocol", "filesystem", "is_url", "join", "put_bytes", "stat_url", "strip"]
+__all__ = ["MissingProtocol", "filesystem", "info_mtime", "is_url", "join", "put_bytes", "read_bytes", "stat_url", "strip"]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 #: The pip extra that brings each protocol's fsspec implementation.
@@ -81,6 +81,20 @@ def stat_url(url: str, storage_options: dict[str, Any] | None = None, fs: Any = 
     if info.get("type") == "directory":
         return None
     return info_mtime(info), int(info.get("size") or 0)
+
+
+def read_bytes(url: str, storage_options: dict[str, Any] | None = None, fs: Any = None,
+               limit: int = 1 << 20) -> bytes | None:
+    """The first ``limit`` bytes of the object at ``url``, or None when there is none (one GET).
+
+    For a training loop reading a stop file at a URL; other errors propagate.
+    """
+    fs = fs or filesystem(url, storage_options)
+    try:
+        data: bytes = fs.cat_file(url, start=0, end=limit)
+    except FileNotFoundError:
+        return None
+    return data
 
 
 def put_bytes(url: str, data: bytes, storage_options: dict[str, Any] | None = None, fs: Any = None) -> None:

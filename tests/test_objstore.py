@@ -495,3 +495,18 @@ def test_readme_object_store_commands(s3, tmp_path, env):
         if proc.poll() is None:
             proc.kill()
     assert events(read_records(Path(env["RECORD_FILE"]))) == [100, 200]
+
+
+def test_url_helpers_for_the_training_side(s3, prefix):
+    """``ckptwatch.urls``: what a training loop needs to read a stop file at a URL (one request each).
+    Result: stat and read of a missing object are None; after one PUT, the time, size and bytes."""
+    from ckptwatch.urls import is_url, put_bytes, read_bytes, stat_url
+
+    url = f"s3://{BUCKET}/{prefix}/ckptwatch.stop"
+    options = {"endpoint_url": s3.endpoint, "key": "testing", "secret": "testing"}
+    assert is_url(url) and not is_url("/ckpt/ckptwatch.stop") and not is_url("file:///ckpt")
+    assert stat_url(url, options) is None and read_bytes(url, options) is None
+    put_bytes(url, b'{"step": 3}', options)
+    mtime, size = stat_url(url, options)
+    assert size == 11 and abs(mtime - __import__("time").time()) < 120
+    assert read_bytes(url, options) == b'{"step": 3}'
