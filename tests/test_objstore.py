@@ -510,3 +510,26 @@ def test_url_helpers_for_the_training_side(s3, prefix):
     mtime, size = stat_url(url, options)
     assert size == 11 and abs(mtime - __import__("time").time()) < 120
     assert read_bytes(url, options) == b'{"step": 3}'
+
+
+def test_memory_store_orbax_first_save_needs_its_commit_file():
+    """On an object store Orbax has no tmp directory: a step prefix is final from its first object.
+    Steps: the first save ever, stopped just before commit_success.txt. Result: in progress, not committed
+    (on a local disk, a <step>/ without commit files is a renamed, committed tmp dir)."""
+    import fsspec
+
+    from ckptwatch.sources.objstore import FsspecAccess
+
+    fs = fsspec.filesystem("memory")
+
+    class Stop(Exception):
+        pass
+
+    def stop(phase: str) -> None:
+        if phase == "commit":
+            raise Stop
+
+    with pytest.raises(Stop):
+        OrbaxManager(fs, "/mem-orbax-first").save(5, stop)
+    obs = _scan(FsspecAccess("memory:///mem-orbax-first"), "orbax")
+    assert obs.committed == [] and [s.step for s in obs.in_progress] == [5]
