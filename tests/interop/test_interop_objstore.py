@@ -55,9 +55,20 @@ def s3_server():
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def interop_s3fs(interop_py: Path) -> Path:
+    """The interop venv has s3fs (tests/interop/requirements.txt); an older build does not: say how to fix."""
+    import subprocess
+
+    if subprocess.run([str(interop_py), "-c", "import s3fs"], capture_output=True).returncode != 0:
+        pytest.skip(f"{interop_py} has no s3fs: rebuild the interop venv (make interop-venv) from "
+                    "tests/interop/requirements.txt")
+    return interop_py
+
+
 @pytest.mark.parametrize("framework,writer,layout", [("dcp", "torch_dcp_s3", "dcp"),
                                                       ("lightning", "lightning_s3", "lightning")])
-def test_framework_saves_to_s3(framework, writer, layout, s3_server, tmp_path, watch, interop_py):
+def test_framework_saves_to_s3(framework, writer, layout, s3_server, tmp_path, watch, interop_s3fs):
     """Steps: the framework saves 3 times to s3://interop/PREFIX under a live ``ckptwatch run URL``
     (auto layout); the listener loads each checkpoint from the bucket at after_save.
     Result: begin; per reported save one before_save and one after_save (URL paths), in order, each
@@ -66,6 +77,7 @@ def test_framework_saves_to_s3(framework, writer, layout, s3_server, tmp_path, w
     listener = tmp_path / "load"
     listener.write_text(LISTENER.format(python=sys.executable))
     listener.chmod(0o755)
+    interop_py = interop_s3fs
     env = {**s3_server.env(), "INTEROP_PYTHON": str(interop_py), "INTEROP_LOADER": str(WRITERS / "load_s3.py"),
            "INTEROP_FRAMEWORK": framework, "XDG_STATE_HOME": str(tmp_path / "state")}
     w = watch(url, "-l", str(listener), "--poll", "0.2", "--",
