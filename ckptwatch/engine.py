@@ -339,6 +339,10 @@ class Session:
         self.index = DirIndex(self.dir, candidates, ignore, engine.access)
         #: Back-off while an object store cannot be asked (a URL DIR only).
         self.outage: Outage | None = None
+        if engine.access is not None:
+            from .sources.objstore import Outage
+
+            self.outage = Outage(self.config.dir, self.config.poll or STORE_POLL)
 
     def run(self) -> str:
         self.startup()
@@ -405,12 +409,9 @@ class Session:
     def _start_watching(self) -> None:
         """Native notifications, or a scan on a timer where they cannot be trusted."""
         config = self.config
-        if self.engine.access is not None:
-            from .sources.objstore import Outage
-
+        if self.outage is not None:
             self.trust_mtime = False
-            self.interval = config.poll or STORE_POLL
-            self.outage = Outage(config.dir, self.interval)
+            self.interval = self.outage.interval
             emit("info", f"polling {config.dir} every {self.interval:g} s (an object store sends no notifications); "
                  f"journal in {config.state_path}", poll=self.interval, state_dir=config.state_path)
             return

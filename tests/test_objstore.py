@@ -533,3 +533,21 @@ def test_memory_store_orbax_first_save_needs_its_commit_file():
         OrbaxManager(fs, "/mem-orbax-first").save(5, stop)
     obs = _scan(FsspecAccess("memory:///mem-orbax-first"), "orbax")
     assert obs.committed == [] and [s.step for s in obs.in_progress] == [5]
+
+
+def test_once_on_an_unreachable_store_gives_up(tmp_path, env):
+    """Steps: ``run s3://bucket/x --once`` with the endpoint pointing at a port where nothing listens.
+    Result: one line that the store cannot be reached yet, one outage line, then after five failed looks
+    the session ends with exit 1 (no traceback, begin and end fired)."""
+    from objservers import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    result = run_cli("run", "s3://bucket/x", "--once", "--poll", "0.2", "--log-format", "json", "--storage-option",
+                     'config_kwargs={"retries": {"max_attempts": 1}, "connect_timeout": 1}',
+                     env={**env, **S3Server().env(dead)}, cwd=tmp_path, timeout=300)
+    assert result.returncode == 1, result.stderr
+    log = json_log(result.stderr)
+    assert [r.get("outage") for r in log if r.get("kind") == "store" and r.get("outage")] == ["begin"]
+    assert any("--once gives up" in r.get("msg", "") for r in log)
+    assert [r["event"] for r in log if r.get("kind") == "event"] == ["begin", "end"]
+    assert "Traceback" not in result.stderr
