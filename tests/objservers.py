@@ -7,7 +7,7 @@
   child process (in memory).
 - :class:`Proxy`: a small HTTP proxy in front of either; it counts requests
   (the cost of a poll, seen from the server's side) and, while ``throttle`` is
-  set, answers 503 SlowDown instead of forwarding (throttling, injected).
+  set, answers 503 SlowDown (or 429) instead of forwarding (throttling, injected).
 
 Clients find them through the libraries' own environment:
 ``AWS_ENDPOINT_URL`` (botocore, so s3fs) and ``STORAGE_EMULATOR_HOST`` (gcsfs).
@@ -128,6 +128,8 @@ class GCSServer:
 
 _SLOWDOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
              b"<Message>Please reduce your request rate.</Message></Error>")
+_TOO_MANY = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>TooManyRequests</Code>'
+             b"<Message>Too many requests.</Message></Error>")
 
 
 class Proxy:
@@ -138,6 +140,9 @@ class Proxy:
         self.requests = 0
         self.throttled = 0
         self.throttle = threading.Event()
+        #: What a throttled request gets: 503 SlowDown (S3's) or 429 TooManyRequests (GCS's code; s3fs
+        #: does not retry it itself, so each look of the watcher is one request).
+        self.throttle_status = 503
         self.log: list[str] = []
         self._lock = threading.Lock()
         proxy = self
@@ -157,12 +162,13 @@ class Proxy:
                 if proxy.throttle.is_set():
                     with proxy._lock:
                         proxy.throttled += 1
-                    self.send_response(503)
+                    body = _SLOWDOWN if proxy.throttle_status == 503 else _TOO_MANY
+                    self.send_response(proxy.throttle_status)
                     self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(len(_SLOWDOWN)))
+                    self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
                     if self.command != "HEAD":
-                        self.wfile.write(_SLOWDOWN)
+                        self.wfile.write(body)
                     return
                 conn = http.client.HTTPConnection("127.0.0.1", proxy.target_port, timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "keep-alive")}
