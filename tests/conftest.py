@@ -161,8 +161,9 @@ class Watch:
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    """The watcher's environment: no CKPTWATCH_* from outside, a record file for listeners."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CKPTWATCH_")}
+    """The watcher's environment: no CKPTWATCH_* (or GITHUB_STEP_SUMMARY) from outside, a record file for listeners."""
+    # GITHUB_STEP_SUMMARY: a suite run inside GitHub Actions must not append every test's run to the page
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CKPTWATCH_") and k != "GITHUB_STEP_SUMMARY"}
     clean["RECORD_FILE"] = str(tmp_path / "records.jsonl")
     clean["PYTHONPATH"] = str(Path(__file__).parent.parent)
     return clean
