@@ -286,13 +286,13 @@ def status(ctx: click.Context, dir: str | None, state_dir: str | None, as_json: 
     Exit status: 0 when a watcher is running and nothing is stale, 1 otherwise
     (a container health check or a Kubernetes probe can call it).
     """
-    import os
-
+    from .config import Config
     from .tools.status import examine, lines
 
     if state_dir is None and dir is None:
         raise click.UsageError("pass DIR or --state-dir PATH (or set CKPTWATCH_STATE_DIR)")
-    report = examine(state_dir or os.path.join(dir or "", ".ckptwatch"))
+    # the state dir that `run DIR` uses: DIR/.ckptwatch, or a local one for a URL
+    report = examine(Config(dir=dir or ".", state_dir=state_dir).state_path)
     if as_json:
         import json
 

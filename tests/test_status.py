@@ -120,7 +120,8 @@ def test_a_stop_request_progress_file_and_a_watcher_waiting_for_dir(tmp_path, wa
 
 
 def test_no_state_and_usage(tmp_path, env):
-    """A state dir never used: exit 1 and one line that says so; no DIR and no --state-dir: exit 2."""
+    """A state dir never used: exit 1 and one line that says so; no DIR and no --state-dir: exit 2;
+    CKPTWATCH_STATE_DIR is read; a URL DIR's state dir is the local one `run` uses."""
     result = run_cli("status", str(tmp_path / "nowhere"), env=env, cwd=tmp_path)
     assert result.returncode == 1 and "no watcher has used" in result.stdout
     result = run_cli("status", env=env, cwd=tmp_path)
@@ -128,6 +129,9 @@ def test_no_state_and_usage(tmp_path, env):
     assert "pass DIR or --state-dir" in result.stderr
     with_env = run_cli("status", env={**env, "CKPTWATCH_STATE_DIR": str(tmp_path / "s")}, cwd=tmp_path)
     assert with_env.returncode == 1 and str(tmp_path / "s") in with_env.stdout
+    # a URL DIR: the local state dir that `run URL` uses
+    url = run_cli("status", "s3://bucket/runs/7", env={**env, "XDG_STATE_HOME": str(tmp_path / "xdg")}, cwd=tmp_path)
+    assert url.returncode == 1 and str(tmp_path / "xdg" / "ckptwatch" / "s3" / "bucket" / "runs" / "7") in url.stdout
 
 
 def test_on_a_terminal_it_is_a_table(ckpt, tmp_path, env):
