@@ -3,7 +3,9 @@
 - `Writer` saves TensorFlow-style checkpoints: the `.data` and `.index` files
   first, then the commit, an `os.replace` of `checkpoint.tmp<hex>` onto the
   state file `checkpoint` (as `tf.train.Saver` / `CheckpointManager` do).
-- `write_listener` writes the bash listener that every tool starts.
+- `write_listener` writes the bash listener that every tool starts;
+  `write_class_listener` and `write_serve_listener` the two Python ones
+  ckptwatch can run instead (a warm class, a `serve()` script).
 - `Records` reads what the listeners appended.
 - `build_idle_dir` fills a directory with many checkpoints and files.
 """
@@ -144,6 +146,55 @@ def write_listener(path: Path, watch_dir: Path, records: Path) -> Path:
     text = (LISTENER.replace("__STATE__", _bash_quote(str(Path(watch_dir) / STATE_FILE)))
             .replace("__RECORDS__", _bash_quote(str(records))))
     path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+PY_CLASS_LISTENER = """# ckptwatch: class=Bench events=after_save
+# A warm Python class listener: one process for the session; its first line takes the time.
+import time
+
+from ckptwatch import CheckpointSaverListener
+
+
+class Bench(CheckpointSaverListener):
+    def after_save(self, event):
+        t = time.time_ns()
+        with open(__RECORDS__, "a") as out:
+            out.write(f"{t // 1_000_000_000}.{t % 1_000_000_000:09d} {event.step} ckptwatch\\n")
+"""
+
+PY_SERVE_LISTENER = """#!__PYTHON__
+# ckptwatch: events=after_save
+# A serve()-style Python listener: a new interpreter per event; after_save's first line takes the time.
+import time
+
+from ckptwatch import CheckpointSaverListener
+from ckptwatch.listener import serve
+
+
+class Bench(CheckpointSaverListener):
+    def after_save(self, event):
+        t = time.time_ns()
+        with open(__RECORDS__, "a") as out:
+            out.write(f"{t // 1_000_000_000}.{t % 1_000_000_000:09d} {event.step} ckptwatch\\n")
+
+
+serve(Bench())
+"""
+
+
+def write_class_listener(path: Path, records: Path) -> Path:
+    """`path`.py: the warm class listener (no executable bit needed)."""
+    path = path.with_suffix(".py")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(PY_CLASS_LISTENER.replace("__RECORDS__", repr(str(records))))
+    return path
+
+
+def write_serve_listener(path: Path, records: Path, python: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(PY_SERVE_LISTENER.replace("__RECORDS__", repr(str(records))).replace("__PYTHON__", python))
     path.chmod(0o755)
     return path
 

@@ -37,6 +37,12 @@ class Tool:
     step_from = "file"      # where the listener learns the step: file | tool | ckptwatch
     listener_in_dir = False  # True: the tool takes a listener directory
 
+    def write_listener(self, path: Path, watch_dir: Path, records: Path) -> Path:
+        """The listener this tool starts (the same bash script for every tool, unless it says otherwise)."""
+        from bench import scenario
+
+        return scenario.write_listener(path, watch_dir, records)
+
     def unavailable(self) -> str | None:
         return None
 
@@ -193,6 +199,39 @@ class Ckptwatch(Tool):
         return cmd
 
 
+class CkptwatchPython(Ckptwatch):
+    """ckptwatch with a Python listener instead of the bash one: a warm class, or a serve() script.
+
+    The latency is commit -> the first line of the listener's ``after_save``
+    (``time.time_ns()``), as the bash listener's is its first line.
+    """
+
+    def __init__(self, command: list[str], kind: str):
+        super().__init__(command)
+        self.kind = kind
+        if kind == "class":
+            self.name = "ckptwatch-class"
+            self.title = "ckptwatch, a warm Python class listener"
+        else:
+            self.name = "ckptwatch-serve"
+            self.title = "ckptwatch, a serve() Python script listener"
+
+    def unavailable(self):
+        reason = super().unavailable()
+        if reason is None and self.kind == "class":
+            r = _run(self.command + ["fire", "--help"])
+            if r.returncode != 0:
+                return f"`{' '.join(self.command)}` has no Python class listeners yet (no fire command)"
+        return reason
+
+    def write_listener(self, path, watch_dir, records):
+        from bench import scenario
+
+        if self.kind == "class":
+            return scenario.write_class_listener(path, records)
+        return scenario.write_serve_listener(path, records, sys.executable)
+
+
 def find_watchmedo(given: str | None) -> str | None:
     if given:
         return given
@@ -213,6 +252,8 @@ def all_tools(args) -> list[Tool]:
         Inotifywait(),
         TfIterator(args.tf_python or sys.executable),
         Ckptwatch(ck),
+        CkptwatchPython(ck, "class"),
+        CkptwatchPython(ck, "serve"),
         Ckptwatch(ck, poll=True),
         Watchmedo(wm, polling=True),
     ]

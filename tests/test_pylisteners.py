@@ -346,3 +346,14 @@ def test_a_non_listener_class_fails_its_runs_with_a_line_that_says_so(ckpt, tmp_
     failed = [r for r in log if r.get("kind") == "run"]
     assert failed and all(r["outcome"] == "failed" for r in failed)
     assert "not a listener class: subclass ckptwatch.CheckpointSaverListener" in failed[0]["msg"]
+
+
+def test_a_class_in_ckptwatch_listeners_survives_its_colon_split(ckpt, tmp_path, env, records_path):
+    """CKPTWATCH_LISTENERS is ':'-separated; MODULE:CLASS in it is put back together."""
+    saves(ckpt, 1)
+    write_class(tmp_path)
+    write_listener(tmp_path / "l", "script", events="after_save")
+    result = run_once(ckpt, tmp_path, {**env, "CKPTWATCH_LISTENERS": f"rec:Rec:{tmp_path / 'l'}"})
+    assert result.returncode == 0, result.stderr
+    ready = next(r for r in json_log(result.stderr) if r.get("kind") == "ready")
+    assert ready["listeners"] == ["rec:Rec", "script"]
