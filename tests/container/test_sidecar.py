@@ -366,6 +366,7 @@ def test_compose_file_trains_stops_and_ends(tmp_path):
     project = f"ckptwatch-test-{uuid.uuid4().hex[:8]}"
     base = [*tool, "-p", project, "-f", str(COMPOSE)]
     env = {**os.environ, "CKPTWATCH_IMAGE": str(IMAGE)}
+    print("+ CKPTWATCH_IMAGE=" + str(IMAGE) + " " + shlex.join([*base, "up", "--no-build"]), file=sys.stderr)
     try:
         up = subprocess.run([*base, "up", "--no-build"], env=env, capture_output=True, text=True, timeout=300,
                             stdin=subprocess.DEVNULL)
