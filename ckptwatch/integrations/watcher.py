@@ -75,11 +75,11 @@ class StopWatcher:
     or ``DIR/.ckptwatch``. ``since``: ignore stop files older than this (Unix
     time; default: when this process started). ``run_id``: this run's watcher
     session (default ``$CKPTWATCH_RUN_ID``; requests of other sessions are
-    ignored).
+    ignored). ``announce``: log the request when first seen (default True).
     """
 
-    __slots__ = ("every_n_steps", "sync", "timeout", "since", "run_id", "_where", "_state_dir", "_seen",
-                 "_request", "_announced", "_stalled", "_warned_nowhere")
+    __slots__ = ("every_n_steps", "sync", "timeout", "since", "run_id", "announce", "_where", "_state_dir",
+                 "_seen", "_request", "_announced", "_stalled", "_warned_nowhere")
 
     def __init__(
         self,
@@ -91,6 +91,7 @@ class StopWatcher:
         state_dir: str | os.PathLike[str] | None = None,
         since: float | None = None,
         run_id: str | None = None,
+        announce: bool = True,
     ) -> None:
         if every_n_steps < 1:
             raise ValueError(f"every_n_steps must be 1 or more, not {every_n_steps}")
@@ -101,6 +102,8 @@ class StopWatcher:
         self.timeout = float(timeout)
         self.since = process_start_time() if since is None else float(since)
         self.run_id = run_id if run_id is not None else os.environ.get("CKPTWATCH_RUN_ID") or None
+        #: Log the request once when it is first seen (the callbacks log their own line instead).
+        self.announce = announce
         self._where: StopLocation | None = locate(path)
         self._state_dir = state_dir
         #: (inode, size, mtime_ns) of the stop file last read, and what it meant.
@@ -198,6 +201,8 @@ class StopWatcher:
     def _announce(self, request: StopRequest | None, step: int | None) -> StopRequest | None:
         if request is not None and not self._announced:
             self._announced = True
+            if not self.announce:
+                return request
             at = f"; stopping at step {step}" if step is not None else ""
             say(f"stop requested: {request.describe()}{at}", logging.WARNING)
         return request

@@ -39,7 +39,7 @@ _RECENT = 32
 
 
 def _marker_mtime(identity: str) -> float | None:
-    """When the save's own commit marker was written: its mtime, from the identity ``layout|path|step|mtime_ns|size``."""
+    """When the save's commit marker was written: its mtime, from the identity ``layout|path|step|mtime_ns|size``."""
     try:
         return int(identity.rsplit("|", 2)[1]) / 1e9
     except (IndexError, ValueError):

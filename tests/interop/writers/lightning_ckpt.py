@@ -15,10 +15,10 @@ a = _common.args(__doc__, lambda p: p.add_argument(
 
 import torch
 
-try:
-    import lightning.pytorch as pl
-except ImportError:
+try:  # the name the README's table names (the venv has both since test_stopping.py needs lightning.pytorch)
     import pytorch_lightning as pl
+except ImportError:
+    import lightning.pytorch as pl
 
 torch.set_num_threads(1)
 
