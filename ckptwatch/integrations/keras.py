@@ -17,10 +17,12 @@ that epoch. Keras names the save by the 1-based epoch (``{epoch}``), which is
 the step ckptwatch reads from the file name; pass ``step=`` (a function of
 the 0-based epoch) when your file names count otherwise.
 
-Distributed: under a ``tf.distribute`` strategy with several workers
-(``MultiWorkerMirroredStrategy``), the chief (``TF_CONFIG``) reads the file
-and the strategy's all-reduce tells every worker, so all stop after the same
-batch. Keras is imported when this module is.
+Distributed: one process decides, which is all a single-process strategy
+(``MirroredStrategy``, several devices) needs. Keras 3's ``fit`` under a
+multi-worker strategy did not run here (Keras 3.15.1, TensorFlow 2.21:
+``MultiWorkerMirroredStrategy`` fails on ``PerReplica`` values before any
+callback), so no cross-worker agreement is offered for it. Keras is
+imported when this module is.
 """
 
 from __future__ import annotations
@@ -33,8 +35,7 @@ from typing import Any
 import keras
 
 from ._say import say
-from .roles import resolve_role
-from .stopfile import StopRequest
+from .stopfile import STOP_FILE_NAME, StopRequest
 from .watcher import DEFAULT_TIMEOUT, StopWatcher
 
 __all__ = ["StopOnRequest"]
@@ -82,31 +83,31 @@ class StopOnRequest(keras.callbacks.Callback):
         self._epoch_batches += 1
         if self.stopped is not None or self._batches % self.every_n_steps:
             return
-        request = _agree(self.model, self.watcher.should_stop(self._batches) if _decides(self.model) else None)
+        request = self.watcher.should_stop(self._batches)
         if request is not None:
             self._stop(request)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self.stopped is not None or not self.sync:
             return
-        saved = _written_since(self.watcher.directory, self._epoch_started) if _decides(self.model) else False
-        if not _agree_flag(self.model, saved):
-            return
-        step = self.step_of(epoch)
-        request = _agree(self.model, self.watcher.after_save(step) if _decides(self.model) else None)
+        if not _written_since(self.watcher.directory, self._epoch_started):
+            return  # no save this epoch (save_best_only, save_freq): no verdict to wait for
+        request = self.watcher.after_save(self.step_of(epoch))
         if request is not None:
             self._stop(request)
 
     def _stop(self, request: StopRequest) -> None:
         self.model.stop_training = True
         self.stopped = (request.step, (self._epoch + 1, self._epoch_batches))
-        if _decides(self.model):
-            say(f"Keras stops after epoch {self._epoch + 1}, batch {self._epoch_batches} "
-                f"({self._batches} batches in this fit): {request.describe()}")
+        say(f"Keras stops after epoch {self._epoch + 1}, batch {self._epoch_batches} "
+            f"({self._batches} batches in this fit): {request.describe()}")
 
 
 def _written_since(directory: str | None, since: float) -> bool:
-    """Whether a file in ``directory`` (top level, or one level down) was written since ``since``."""
+    """Whether an entry of ``directory`` changed since ``since`` (a file written, a directory filled).
+
+    Hidden names (the state dir) and the stop file itself do not count: they are not saves.
+    """
     if not directory:
         return False
     try:
@@ -114,7 +115,7 @@ def _written_since(directory: str | None, since: float) -> bool:
     except OSError:
         return False
     for entry in entries:
-        if entry.name.startswith("."):
+        if entry.name.startswith(".") or entry.name == STOP_FILE_NAME:
             continue
         try:
             if entry.stat(follow_symlinks=False).st_mtime >= since:
@@ -122,45 +123,3 @@ def _written_since(directory: str | None, since: float) -> bool:
         except OSError:
             continue
     return False
-
-
-# Distributed ---------------------------------------------------------------------
-
-
-def _strategy(model: Any) -> Any:
-    """The model's tf.distribute strategy when it spans several workers, else None."""
-    if keras.backend.backend() != "tensorflow":
-        return None
-    strategy = getattr(model, "distribute_strategy", None)
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if strategy is None or resolver is None:
-        return None
-    try:
-        workers = len(resolver.cluster_spec().as_dict().get("worker", []))
-    except Exception:  # noqa: BLE001 - no cluster: a single worker
-        return None
-    return strategy if workers > 1 else None
-
-
-def _decides(model: Any) -> bool:
-    """Whether this process reads the stop file: the chief (TF_CONFIG) of several workers; else this one."""
-    if _strategy(model) is not None:
-        return resolve_role("auto", os.environ)[0] == "chief"
-    return True
-
-
-def _agree_flag(model: Any, flag: bool) -> bool:
-    """Any worker's flag, on every worker (an all-reduce of the framework)."""
-    strategy = _strategy(model)
-    if strategy is not None:
-        import tensorflow as tf
-
-        value = strategy.run(lambda: tf.constant(1.0 if flag else 0.0))
-        return float(strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)) > 0
-    return flag
-
-
-def _agree(model: Any, request: StopRequest | None) -> StopRequest | None:
-    if not _agree_flag(model, request is not None):
-        return None
-    return request or StopRequest(None, None, [], "decided on the chief (it read the stop file)", "")
