@@ -196,3 +196,20 @@ def test_describe_says_who_asked_at_which_step_and_why() -> None:
 def test_role_auto(environ: dict[str, str], role: str) -> None:
     assert resolve_role("auto", environ)[0] == role
     assert resolve_role("worker", environ)[0] == "worker"
+
+
+def test_a_stop_file_at_a_url_is_read_through_fsspec(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint prefix in an object store (fsspec's in-memory store here): the stop file under it is
+    read with one request a check; the environment's URL (CKPTWATCH_STOP_FILE) is kept as a URL."""
+    fsspec = pytest.importorskip("fsspec")
+    store = fsspec.filesystem("memory")
+    watcher = StopWatcher("memory://bucket/run", since=0)
+    assert watcher.stop_file == "memory://bucket/run/ckptwatch.stop"
+    assert watcher.should_stop(1) is None
+    body = StopRequest(20, "memory://bucket/run/checkpoint-20", ["30-stop"], "30-stop: enough", "r").to_json()
+    store.pipe_file("/bucket/run/ckptwatch.stop", json.dumps(body).encode())
+    assert watcher.should_stop(2).step == 20
+    monkeypatch.setenv("CKPTWATCH_STOP_FILE", "memory://bucket/run/ckptwatch.stop")
+    assert StopWatcher().stop_file == "memory://bucket/run/ckptwatch.stop"
+    assert stop_requested(since=0)
+    assert not stop_requested("memory://bucket/other", since=0)

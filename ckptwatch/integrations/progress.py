@@ -162,8 +162,8 @@ def locate_progress(state_dir: str | os.PathLike[str] | None, checkpoint_dir: st
     """The progress file's path: ``state_dir``, else ``$CKPTWATCH_STATE_DIR``, else ``DIR/.ckptwatch``."""
     folder = os.fspath(state_dir) if state_dir is not None else os.environ.get("CKPTWATCH_STATE_DIR")
     if not folder:
-        if not checkpoint_dir:
-            return None
+        if not checkpoint_dir or "://" in checkpoint_dir:
+            return None  # a DIR in an object store: the state dir is the watcher's own; name it
         folder = os.path.join(checkpoint_dir, STATE_DIR_NAME)
     return os.path.join(os.path.abspath(folder), PROGRESS_FILE_NAME)
 

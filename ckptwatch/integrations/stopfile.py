@@ -16,15 +16,18 @@ process:
 - a file that is not ckptwatch's JSON (``touch DIR/ckptwatch.stop`` by a
   person) counts, once it is newer than the process: someone asked.
 
-Where the file is, in one place (:func:`locate`): the path given (a
-checkpoint directory, or the stop file itself), else ``$CKPTWATCH_STOP_FILE``,
-else ``$CKPTWATCH_DIR/ckptwatch.stop``. Nothing here imports the watcher.
+Where the file is, in one place (:func:`locate`, :func:`stop_file_of`,
+:func:`look`): the path given (a checkpoint directory, or the stop file
+itself), else ``$CKPTWATCH_STOP_FILE``, else ``$CKPTWATCH_DIR/ckptwatch.stop``;
+a URL (``s3://bucket/run``) is read through fsspec (``ckptwatch.urls``: one
+request a check). Nothing here imports the watcher.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat as _stat
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,8 +39,11 @@ __all__ = [
     "counts",
     "locate",
     "process_start_time",
+    "look",
+    "read_request",
     "read_stop_file",
     "run_id_matches",
+    "stop_file_of",
     "stop_requested",
 ]
 
@@ -137,6 +143,8 @@ def locate(path: str | os.PathLike[str] | None = None) -> StopLocation | None:
     does not exist yet is decided when it appears: a directory then means
     ``PATH/ckptwatch.stop``, a file is the stop file itself.
     """
+    if path is not None and _is_url(os.fspath(path)):
+        return _url_location(os.fspath(path))
     if path is not None:
         text = os.path.abspath(os.fspath(path))
         if os.path.isdir(text):
@@ -146,11 +154,60 @@ def locate(path: str | os.PathLike[str] | None = None) -> StopLocation | None:
         return StopLocation(text, None)
     named = os.environ.get("CKPTWATCH_STOP_FILE")
     if named:
-        return StopLocation(os.path.abspath(named), False)
+        return StopLocation(named, False) if _is_url(named) else StopLocation(os.path.abspath(named), False)
     directory = os.environ.get("CKPTWATCH_DIR")
     if directory:
-        return StopLocation(os.path.abspath(directory), True)
+        return StopLocation(directory, True) if _is_url(directory) else StopLocation(os.path.abspath(directory), True)
     return None
+
+
+def _is_url(path: str) -> bool:
+    return "://" in path and _urls().is_url(path)
+
+
+def _urls():  # noqa: ANN202 - ckptwatch.urls: shared with the watcher, imports nothing of it
+    from .. import urls
+
+    return urls
+
+
+def _url_location(url: str) -> StopLocation:
+    """An object-store URL: the stop file when its name is ``ckptwatch.stop``, else the checkpoint prefix."""
+    url = _urls().strip(url)
+    return StopLocation(url, not url.endswith("/" + STOP_FILE_NAME))
+
+
+def stop_file_of(where: StopLocation) -> str:
+    """The stop file's path or URL (the one place a checkpoint dir becomes its stop file)."""
+    if not where.is_dir:
+        return where.path
+    return _urls().join(where.path, STOP_FILE_NAME) if _is_url(where.path) else os.path.join(where.path, STOP_FILE_NAME)
+
+
+def look(path: str) -> tuple[tuple[int, int, int], float] | None:
+    """``(identity, mtime)`` of the stop file at a path or URL (one ``stat``, or one request), or None."""
+    if _is_url(path):
+        found = _urls().stat_url(path)
+        return None if found is None else ((0, found[1], int(found[0] * 1e9)), found[0])
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if _stat.S_ISDIR(st.st_mode):
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns), st.st_mtime
+
+
+def read_request(path: str, mtime: float) -> StopRequest:
+    """The request in the stop file at a path or URL (by hand when it is not ckptwatch's JSON)."""
+    if _is_url(path):
+        data = _urls().read_bytes(path)
+        try:
+            body = json.loads(data) if data else None
+        except ValueError:
+            body = None
+        return StopRequest.from_json(body, mtime)
+    return StopRequest.from_json(read_stop_file(path), mtime)
 
 
 def process_start_time() -> float:
@@ -206,15 +263,14 @@ def stop_requested(path: str | os.PathLike[str] | None = None, since: float | No
     where = locate(path)
     if where is None:
         return False
-    stop_file = os.path.join(where.path, STOP_FILE_NAME) if where.is_dir else where.path
-    try:
-        st = os.stat(stop_file)
-    except OSError:
-        return False
+    stop_file = stop_file_of(where)
     if where.is_dir is None and os.path.isdir(stop_file):
         return stop_requested(os.path.join(stop_file, STOP_FILE_NAME), since)
-    started = process_start_time() if since is None else since
-    if st.st_mtime < started:
+    found = look(stop_file)
+    if found is None:
         return False
-    request = StopRequest.from_json(read_stop_file(stop_file), st.st_mtime)
-    return counts(request, st.st_mtime, started, os.environ.get("CKPTWATCH_RUN_ID"))
+    started = process_start_time() if since is None else since
+    if found[1] < started:
+        return False
+    request = read_request(stop_file, found[1])
+    return counts(request, found[1], started, os.environ.get("CKPTWATCH_RUN_ID"))

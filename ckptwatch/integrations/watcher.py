@@ -30,18 +30,20 @@ from __future__ import annotations
 
 import logging
 import os
+import stat as _stat
 import time
 
 from ._say import say
 from .progress import Progress, locate_progress, read_progress, watcher_gone
 from .stopfile import (
-    STOP_FILE_NAME,
     StopLocation,
     StopRequest,
     counts,
     locate,
+    look,
     process_start_time,
-    read_stop_file,
+    read_request,
+    stop_file_of,
 )
 
 __all__ = ["StopWatcher", "default_path"]
@@ -123,10 +125,7 @@ class StopWatcher:
     @property
     def stop_file(self) -> str | None:
         """The stop file's path (None when nothing names it)."""
-        where = self._where
-        if where is None:
-            return None
-        return os.path.join(where.path, STOP_FILE_NAME) if where.is_dir else where.path
+        return None if self._where is None else stop_file_of(self._where)
 
     @property
     def directory(self) -> str | None:
@@ -176,25 +175,30 @@ class StopWatcher:
                 say("no stop file known (no path given, and neither CKPTWATCH_STOP_FILE nor CKPTWATCH_DIR set): "
                     "training cannot be stopped; pass the checkpoint directory", logging.WARNING)
             return None
-        path = os.path.join(where.path, STOP_FILE_NAME) if where.is_dir else where.path
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
+        path = stop_file_of(where)
         if where.is_dir is None:
             # The path did not exist when named: what it is now decides, once.
-            import stat as _stat
-
+            try:
+                st = os.stat(path)
+            except OSError:
+                return None
             is_dir = _stat.S_ISDIR(st.st_mode)
             self._where = StopLocation(where.path, is_dir)
             if is_dir:
                 return None  # the stop file inside it is looked at from the next call on
-        key = (st.st_ino, st.st_size, st.st_mtime_ns)
-        if key == self._seen:
+        try:
+            found = look(path)
+            if found is None or found[0] == self._seen:
+                return None
+            self._seen, mtime = found
+            request = read_request(path, mtime)
+        except Exception as exc:  # noqa: BLE001 - an object store out of reach must not stop training
+            if not self._warned_nowhere:
+                self._warned_nowhere = True
+                say(f"cannot read the stop file {path}: {type(exc).__name__}: {exc}; training goes on",
+                    logging.WARNING)
             return None
-        self._seen = key
-        request = StopRequest.from_json(read_stop_file(path), st.st_mtime)
-        if counts(request, st.st_mtime, self.since, self.run_id):
+        if counts(request, mtime, self.since, self.run_id):
             self._request = request
         return self._request
 
