@@ -167,8 +167,7 @@ class Signal:
 SIGNALS = {
     # Lightning, one process: its SIGTERM handler ends fit within a few steps; ModelCheckpoint(save_on_exception)
     "lightning_sigterm": Signal("stop_lightning", "SIGTERM", ("--plain",), 9, 0, "saved"),
-    # Lightning DDP (2 ranks): SIGINT is a KeyboardInterrupt on each rank: graceful shutdown, save, exit 1
-    "lightning_ddp_sigint": Signal("stop_lightning", "SIGINT", ("--plain", "--devices", "2"), 9, 1, "saved", 2),
+    # (Lightning DDP is not here: with SIGTERM, and with SIGINT at times, to every rank at once it hung; see README)
     # Transformers Trainer: no handler of its own, the default action ends the process (no last save)
     "hf_trainer_sigterm": Signal("stop_hf", "SIGTERM", ("--plain",), 6, 128 + 15, "killed"),
 }
