@@ -13,7 +13,8 @@ proxy that counts the HTTP requests each tool really makes (not what it says it 
   that does not keep what it learnt must do; the TF iterator reads the state file only.
 - **latency**: Trainer saves (``trainer_state.json`` written last) at random points of the 1 s period; from
   just before the marker's PUT to the listener's first line (bash ``$EPOCHREALTIME``).
-- **idle CPU**: each tool watching 1,000 committed checkpoints for ``--idle-seconds``, polling every 1 s;
+- **idle CPU**: each tool watching ``--latency-checkpoints`` (100) committed checkpoints for ``--idle-seconds``,
+  polling every 1 s;
   CPU of its process tree in % of one core.
 
     python bench/objstore.py                       # a few minutes
@@ -156,7 +157,10 @@ def wait_ready(tool: Tool, proxy: Proxy, timeout: float = 120) -> None:
     raise RuntimeError(f"{tool.name} not ready:\n{tool.log.read_text(errors='replace')[-2000:]}")
 
 
-def requests_per_poll(server: S3Server, layout: str, count: int, tool_name: str, polls: int, work: Path) -> dict:
+def requests_per_poll(layout: str, count: int, tool_name: str, polls: int, work: Path) -> dict:
+    # A server of its own per row (moto keeps the data per process): nothing left of an earlier row
+    # (a connection kept alive, a process slow to exit) can reach this row's proxy and count.
+    server = S3Server().start()
     proxy = Proxy(server.port)
     fs = server.filesystem()
     root = f"{BUCKET}/{layout}-{count}-{tool_name.replace(' ', '')}"
@@ -184,6 +188,7 @@ def requests_per_poll(server: S3Server, layout: str, count: int, tool_name: str,
     finally:
         tool.stop()
         proxy.close()
+        server.stop()
     steady = [int(line.split('"requests": ')[1].split(",")[0]) for line in tool.log.read_text().splitlines()
               if '"kind": "debug"' in line][1:] if tool_name == "ckptwatch" else []
     return {"tool": tool_name, "layout": layout, "checkpoints": count, "first_look": first,
@@ -191,10 +196,10 @@ def requests_per_poll(server: S3Server, layout: str, count: int, tool_name: str,
             "per_poll_max": max(steady) if steady else None}
 
 
-def latency(server: S3Server, tool_name: str, saves: int, work: Path, idle_seconds: float) -> dict:
+def latency(server: S3Server, tool_name: str, saves: int, work: Path, idle_seconds: float, checkpoints: int) -> dict:
     fs = server.filesystem()
-    root = f"{BUCKET}/latency-{tool_name.replace(' ', '')}"
-    fill(fs, root, "hf", 1000)
+    root = f"{BUCKET}/latency-{tool_name.replace(' ', '')}-{checkpoints}"
+    fill(fs, root, "hf", checkpoints)
     records = work / f"records-{tool_name.replace(' ', '')}.txt"
     records.unlink(missing_ok=True)
     listener = work / "listener.sh"
@@ -272,6 +277,9 @@ def main() -> int:
     parser.add_argument("--saves", type=int, default=30)
     parser.add_argument("--idle-seconds", type=float, default=20.0)
     parser.add_argument("--tf-python", default=None)
+    parser.add_argument("--latency-checkpoints", type=int, default=100,
+                        help="committed checkpoints beside the latency saves (and while idle)")
+    parser.add_argument("--phases", default="requests,latency", help="requests, latency, or both")
     parser.add_argument("--out", default=str(HERE / "objstore-results.json"))
     args = parser.parse_args()
     if args.quick:
@@ -286,18 +294,18 @@ def main() -> int:
         print(f"tf.train.checkpoints_iterator: {why or 'reachable (not yet wired: see README)'}", file=sys.stderr)
         print(f"{'tool':<12} {'layout':<6} {'ckpts':>6} {'first look':>10} {'polls':>6} {'per poll (mean)':>16} "
               f"{'per poll (max)':>15}")
-        for layout in ("tf", "hf"):
+        for layout in ("tf", "hf") if "requests" in args.phases else ():
             for count in (int(c) for c in args.counts.split(",")):
                 for tool in ("ckptwatch", "fsspec loop"):
                     if tool == "fsspec loop" and layout == "tf":
                         continue  # the plain loop knows Trainer directories only
-                    row = requests_per_poll(server, layout, count, tool, args.polls, work)
+                    row = requests_per_poll(layout, count, tool, args.polls, work)
                     results["requests"].append(row)
                     print(f"{tool:<12} {layout:<6} {count:>6} {row['first_look']:>10} {row['polls']:>6} "
                           f"{row['per_poll_mean']:>16} {row['per_poll_max']!s:>15}", flush=True)
         print(f"\n{'tool':<12} {'n':>6} {'p50 ms':>8} {'p90 ms':>8} {'max ms':>8} {'mean ms':>8} {'idle CPU %':>10}")
-        for tool in ("ckptwatch", "fsspec loop"):
-            row = latency(server, tool, args.saves, work, args.idle_seconds)
+        for tool in ("ckptwatch", "fsspec loop") if "latency" in args.phases else ():
+            row = latency(server, tool, args.saves, work, args.idle_seconds, args.latency_checkpoints)
             results["latency"].append(row)
             print(f"{tool:<12} {row['n']:>6} {row['p50_ms']:>8} {row['p90_ms']:>8} {row['max_ms']!s:>8} "
                   f"{row['mean_ms']!s:>8} {row['idle_cpu_pct']!s:>10}", flush=True)

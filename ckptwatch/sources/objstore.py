@@ -167,6 +167,10 @@ class FsspecAccess:
             infos = self._call(self.fs.ls, path, detail=True)
         except FileNotFoundError:
             infos = []  # an empty prefix: nothing saved there yet (a bucket that is missing: see check())
+        with self._lock:  # a listing comes in pages of 1,000 (S3, GCS): one request each
+            extra = max(0, -(-len(infos) // 1000) - 1)
+            self.requests += extra
+            self.total_requests += extra
         listed: dict[str, ObjectStat] = {}
         for info in infos:
             name = str(info.get("name", "")).rstrip("/").rsplit("/", 1)[-1]
