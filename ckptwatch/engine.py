@@ -483,7 +483,12 @@ class Session:
                     return "once"
                 continue
             if reason:
-                return reason
+                # A save written in place just before the end (training saves, then exits) gets its
+                # second look too: without it, that committed checkpoint would never be delivered.
+                if reason == "forced" or self.recheck_at is None or self._once_rechecks >= _ONCE_RECHECKS:
+                    return reason
+                self._once_rechecks += 1
+                continue
             if self.config.once:
                 # A layout that needs a second look (a file written in place) gets it.
                 if self.recheck_at is None or self._once_rechecks >= _ONCE_RECHECKS:

@@ -352,3 +352,19 @@ def test_watchdog_observer_delivers_the_same_stream(ckpt, tmp_path, watch, recor
     w.send(signal.SIGTERM)
     assert w.wait_exit() == 0
     assert summary(read_records(records_path)) == expected_stream([s.step for s in saves])
+
+
+@pytest.mark.parametrize("layout, name", [("torch", "model_5.pt"), ("lightning", "epoch=0-step=5.ckpt")])
+def test_a_file_saved_in_place_just_before_the_command_exits_is_delivered(ckpt, tmp_path, env, records_path,
+                                                                          layout, name):
+    """Steps: the wrapped command writes one checkpoint whole (a zip written in place, as torch.save
+    and Lightning do) and exits at once.
+    Result: the session does not end before the layout's second look: after_save comes, then end
+    with that step (it used to end at once, and the checkpoint was never delivered)."""
+    write_listener(tmp_path / "l", "rec", events="after_save,end")
+    writer = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); from samplefiles import torch_zip; "
+              f"open({str(ckpt / name)!r}, 'wb').write(torch_zip({{'global_step': 5, 'epoch': 0}}))")
+    result = run_cli("run", str(ckpt), "--layout", layout, "-l", str(tmp_path / "l"), "--log-format", "json",
+                     "--", sys.executable, "-c", writer, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert summary(read_records(records_path)) == [("after_save", 5), ("end", 5)]
