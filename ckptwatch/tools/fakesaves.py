@@ -23,10 +23,7 @@ import time
 import zipfile
 from collections.abc import Callable
 
-__all__ = ["LAYOUTS", "LINGER", "main", "save"]
-
-#: Seconds the fake job stays after its last save.
-LINGER = 0.5
+__all__ = ["LAYOUTS", "main", "save"]
 
 
 def _write(path: str, data: bytes) -> None:
@@ -136,9 +133,6 @@ def main(argv: list[str]) -> int:
         kept = (kept + [step])[-4:]
         print(f"simulate: saved step {step} ({path})", flush=True)
     print(f"simulate: done, {saves} save(s)", flush=True)
-    # Training does not exit the instant it saves; layouts that commit a file written in place
-    # (torch, lightning) take a second look 0.1 s after it, which needs the watcher still watching.
-    time.sleep(LINGER)
     return 0
 
 
