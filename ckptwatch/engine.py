@@ -22,7 +22,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from . import layouts
-from .config import Config
+from .config import Config, ConfigError
 from .report.console import emit
 from .report.hub import Ending, Hub, SessionFacts
 from .delivery.dispatch import Dispatcher, RunContext
@@ -134,7 +134,10 @@ class Engine:
         self._apply_role()
         from .report.setup import install
 
-        self.reports = install(self)  # the status file, metrics, reports, expectations: as the options ask
+        try:  # the status file, metrics, reports, expectations: as the options ask
+            self.reports = install(self.hub, config)
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
         if not self.listeners:
             emit("info", "no listeners (add executables to ./listeners.d or pass -l PATH): events are only logged",
                  logging.WARNING)

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING
 from .console import emit
 
 if TYPE_CHECKING:
-    from ..delivery.stopfile import StopRequest
+    from ..integrations.stopfile import StopRequest
     from ..events import Event
 
 __all__ = ["Ending", "Hub", "Reporter", "RunRecord", "SessionFacts", "Verdict"]

@@ -35,7 +35,7 @@ from .. import __version__
 from .hub import Reporter, RunRecord, SessionFacts
 
 if TYPE_CHECKING:
-    from ..delivery.stopfile import StopRequest
+    from ..integrations.stopfile import StopRequest
     from ..events import Event
 
 __all__ = ["Metrics", "MetricsError"]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from .hub import Ending, Reporter, RunRecord, SessionFacts
 
 if TYPE_CHECKING:
-    from ..delivery.stopfile import StopRequest
+    from ..integrations.stopfile import StopRequest
     from ..events import Event
 
 __all__ = ["Commit", "SessionRecord", "StaleSpell", "StartedSave"]

@@ -19,7 +19,8 @@ from .statuswriter import StatusWriter
 from .summary import SummaryLine
 
 if TYPE_CHECKING:
-    from ..engine import Engine
+    from ..config import Config
+    from .hub import Hub
 
 __all__ = ["Reports", "install"]
 
@@ -35,39 +36,37 @@ class Reports:
         return check(self.expectations, self.record) if self.expectations else ()
 
 
-def install(engine: Engine) -> Reports:
-    """Add the configured reporters to ``engine.hub``; raises ``UsageError`` for one that cannot start."""
-    from ..engine import UsageError
-
-    config = engine.config
+def install(hub: Hub, config: Config) -> Reports:
+    """Add the configured reporters to ``hub``; raises ``ConfigError`` for one that cannot start."""
+    from ..config import ConfigError
     status = StatusWriter(config.state_path, stale_after=config.stale_after)
-    engine.hub.add(status)
+    hub.add(status)
     if config.metrics_port is not None:
         try:
             from .metrics import Metrics, MetricsError
         except ImportError:
-            raise UsageError("--metrics-port needs prometheus-client: pip install 'ckptwatch[metrics]'") from None
+            raise ConfigError("--metrics-port needs prometheus-client: pip install 'ckptwatch[metrics]'") from None
         try:
             metrics = Metrics(config.metrics_port, config.metrics_addr)
         except MetricsError as exc:
-            raise UsageError(str(exc)) from None
-        engine.hub.add(metrics)
+            raise ConfigError(str(exc)) from None
+        hub.add(metrics)
         status.set_metrics(metrics.url)
         emit("info", f"metrics on {metrics.url}", metrics_url=metrics.url)
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY") or None
     record = SessionRecord(keep_runs=bool(config.summary_json or config.junit_xml or step_summary))
-    engine.hub.add(record)
+    hub.add(record)
     if config.summary_json:
         from .summaryjson import SummaryJson
 
-        engine.hub.add(SummaryJson(config.summary_json, record))
+        hub.add(SummaryJson(config.summary_json, record))
     if config.junit_xml:
         from .junit import JunitXml
 
-        engine.hub.add(JunitXml(config.junit_xml, record))
+        hub.add(JunitXml(config.junit_xml, record))
     if step_summary:
         from .stepsummary import StepSummary
 
-        engine.hub.add(StepSummary(step_summary, record))
-    engine.hub.add(SummaryLine(record))  # last: its line ends the log
+        hub.add(StepSummary(step_summary, record))
+    hub.add(SummaryLine(record))  # last: its line ends the log
     return Reports(record, Expectations.from_config(config))

@@ -20,7 +20,7 @@ from .hub import Ending, Reporter, RunRecord, SessionFacts
 from .statefile import STATUS_NAME, STATUS_VERSION, read_json, start_ticks, write_json
 
 if TYPE_CHECKING:
-    from ..delivery.stopfile import StopRequest
+    from ..integrations.stopfile import StopRequest
     from ..events import Event
 
 __all__ = ["StatusWriter"]
