@@ -52,11 +52,12 @@ Where training finds it (:func:`locate_progress`): the state dir given, else
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from dataclasses import dataclass, field
 from typing import Any
+
+from .jsonfile import read_object
 
 __all__ = [
     "PROGRESS_FILE_NAME",
@@ -150,12 +151,8 @@ def read_progress(path: str) -> Progress | None:
     """The progress file at ``path`` (a file, or a state directory), or None when there is none."""
     if os.path.isdir(path):
         path = os.path.join(path, PROGRESS_FILE_NAME)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            body = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    return Progress.from_json(body) if isinstance(body, dict) else None
+    body = read_object(path)
+    return Progress.from_json(body) if body is not None else None
 
 
 def locate_progress(state_dir: str | os.PathLike[str] | None, checkpoint_dir: str | None) -> str | None:

@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .jsonfile import read_object
+
 __all__ = [
     "STOP_FILE_NAME",
     "StopLocation",
@@ -111,12 +113,7 @@ class StopRequest:
 
 def read_stop_file(path: str) -> dict[str, Any] | None:
     """The stop file's JSON object at ``path``, or None (missing, unreadable, not a JSON object)."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            body = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    return body if isinstance(body, dict) else None
+    return read_object(path)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import time
 from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Any
 
+from ..integrations.jsonfile import replace_text
 from ..integrations.progress import PROGRESS_FILE_NAME, PROGRESS_VERSION, own_pid_namespace
 from .hub import Reporter, SessionFacts
 
@@ -153,16 +154,4 @@ class ProgressReporter(Reporter):
         body = dict(self._body, pending=len(self._open), updated=time.time(),
                     recent=[dict(s, checkpoint=s["checkpoint"] and os.path.join(self._body["dir"], s["checkpoint"]))
                             for s in self._recent])
-        folder = os.path.dirname(self._path)
-        tmp = os.path.join(folder, f".{PROGRESS_FILE_NAME}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "w", encoding="utf-8") as handle:
-                json.dump(body, handle, ensure_ascii=True)
-                handle.write("\n")
-            os.replace(tmp, self._path)
-        except OSError:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        replace_text(self._path, json.dumps(body, ensure_ascii=True) + "\n")

@@ -36,15 +36,16 @@ import json
 import os
 from typing import Any
 
+from ..integrations.jsonfile import replace_text
+
 __all__ = [
     "LOCK_NAME",
     "PROGRESS_NAME",
     "STATUS_NAME",
     "STATUS_VERSION",
     "lock_state",
-    "read_json",
     "start_ticks",
-    "write_json",
+    "write_status",
 ]
 
 STATUS_NAME = "status.json"
@@ -55,23 +56,9 @@ LOCK_NAME = "lock"
 PROGRESS_NAME = "progress.json"
 
 
-def write_json(path: str, body: dict[str, Any]) -> None:
-    """Replace ``path`` atomically (no fsync: the file is advice, rewritten often)."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(body, handle, ensure_ascii=True, indent=1, default=str)
-        handle.write("\n")
-    os.replace(tmp, path)
-
-
-def read_json(path: str) -> dict[str, Any] | None:
-    """The JSON object at ``path``; None when missing, unreadable or not an object."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            body = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    return body if isinstance(body, dict) else None
+def write_status(path: str, body: dict[str, Any]) -> None:
+    """Replace the status file at ``path`` atomically (``jsonfile``: no fsync, it is advice)."""
+    replace_text(path, json.dumps(body, ensure_ascii=True, indent=1, default=str) + "\n")
 
 
 def lock_state(state_dir: str) -> str:

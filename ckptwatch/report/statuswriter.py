@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from .console import emit
 from .hub import Ending, Reporter, RunRecord, SessionFacts
-from .statefile import STATUS_NAME, STATUS_VERSION, read_json, start_ticks, write_json
+from ..integrations.jsonfile import read_object
+from .statefile import STATUS_NAME, STATUS_VERSION, start_ticks, write_status
 
 if TYPE_CHECKING:
     from ..integrations.stopfile import StopRequest
@@ -70,7 +71,7 @@ class StatusWriter(Reporter):
         self._write_now(create=True)
 
     def session_started(self, facts: SessionFacts) -> None:
-        previous = read_json(self.path) or {}
+        previous = read_object(self.path) or {}
         with self._lock:
             state = self.state
             if state["last_commit"] is None and isinstance(previous.get("last_commit"), dict):
@@ -162,7 +163,7 @@ class StatusWriter(Reporter):
             try:
                 if create:
                     os.makedirs(self.state_dir, exist_ok=True)
-                write_json(self.path, body)
+                write_status(self.path, body)
             except OSError as exc:
                 self._failed(exc)
 

@@ -16,6 +16,7 @@ from dataclasses import asdict
 from typing import Any
 
 from .. import __version__
+from ..integrations.jsonfile import replace_text
 from .console import emit
 from .hub import Ending, Reporter
 from .record import SessionRecord
@@ -95,10 +96,7 @@ def write_report(path: str, text: str, option: str, *, append: bool = False) -> 
             with open(path, "a", encoding="utf-8") as handle:
                 handle.write(text)
             return
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
+        replace_text(path, text)
     except OSError as exc:
         emit("info", f"cannot write {option} {path}: {exc.strerror or exc}", logging.ERROR)
 

@@ -15,7 +15,8 @@ import os
 import time
 from typing import Any
 
-from ..report.statefile import PROGRESS_NAME, STATUS_NAME, lock_state, read_json, start_ticks
+from ..integrations.jsonfile import read_object
+from ..report.statefile import PROGRESS_NAME, STATUS_NAME, lock_state, start_ticks
 
 __all__ = ["examine", "lines"]
 
@@ -24,7 +25,7 @@ def examine(state_dir: str, now: float | None = None) -> dict[str, Any]:
     """The status report, as the ``--json`` output gives it."""
     now = time.time() if now is None else now
     state_dir = os.path.abspath(state_dir)
-    written = read_json(os.path.join(state_dir, STATUS_NAME))
+    written = read_object(os.path.join(state_dir, STATUS_NAME))
     lock = lock_state(state_dir)
     report: dict[str, Any] = {"state_dir": state_dir, "running": False, "healthy": False, "stale": False}
     if written is None and lock == "missing":
@@ -46,7 +47,7 @@ def examine(state_dir: str, now: float | None = None) -> dict[str, Any]:
     report["listeners"] = [{"name": name, **(progress if isinstance(progress, dict) else {})}
                            for name, progress in (written.get("listeners") or {}).items()]
     report["stop"] = _stop(written)
-    report["progress"] = read_json(os.path.join(state_dir, PROGRESS_NAME))
+    report["progress"] = read_object(os.path.join(state_dir, PROGRESS_NAME))
     stale_after = written.get("stale_after")
     if report["running"] and watcher["state"] == "running" and isinstance(stale_after, (int, float)):
         origin = written.get("stale_origin")
