@@ -29,6 +29,7 @@ from .delivery.dispatch import Dispatcher, RunContext
 from .events import Event
 from .delivery.journal import Journal, JournalBusy
 from .dirindex import DirIndex
+from .idlegc import IdleCollector
 from .sources.fstype import filesystem_type, needs_polling
 from .layouts.access import StoreUnavailable
 from .layouts.base import Layout, Observation
@@ -94,6 +95,8 @@ class Engine:
         self.role, self.role_why = "chief", "--role chief"
         #: DIR in an object store (a URL): how it is read; None for a local DIR.
         self.access: FsspecAccess | None = None
+        #: Garbage collection happens between looks (see :mod:`.idlegc`).
+        self.collector = IdleCollector()
 
     def next_run_id(self) -> str:
         self._sessions += 1
@@ -167,7 +170,7 @@ class Engine:
         reaper = Reaper() if become_subreaper() else None
         if reaper is not None:
             reaper.start()
-        with self._capture_signals():
+        with self._capture_signals(), self.collector:
             served = False
             try:
                 self._serve()
@@ -448,6 +451,7 @@ class Session:
         waker.hint_everything()  # the first scan, at once, of everything
         first = True
         while True:
+            self.engine.collector.collect()  # between looks: no collection in the middle of one
             woken = self.engine.waker.wait(self._wait_timeout())
             recheck = not woken and self.recheck_at is not None and time.monotonic() >= self.recheck_at
             if recheck:
