@@ -75,23 +75,25 @@ class Inotify:
 
     def read(self) -> list[InotifyEvent]:
         """Every event queued now (none when nothing is)."""
-        events: list[InotifyEvent] = []
+        return [InotifyEvent(wd, mask, name) for wd, mask, name in self.read_raw()]
+
+    def read_raw(self) -> list[tuple[int, int, bytes]]:
+        """The same as plain ``(wd, mask, name)`` tuples (the engine's hot path)."""
+        events: list[tuple[int, int, bytes]] = []
+        unpack, size = _HEADER.unpack_from, _HEADER.size
         while True:
             try:
                 buf = os.read(self.fd, _READ_SIZE)
             except BlockingIOError:
                 return events
-            if not buf:
-                return events
             pos, end = 0, len(buf)
             while pos < end:
-                wd, mask, _cookie, length = _HEADER.unpack_from(buf, pos)
-                pos += _HEADER.size
-                name = buf[pos : pos + length].rstrip(b"\0")
+                wd, mask, _cookie, length = unpack(buf, pos)
+                pos += size
+                events.append((wd, mask, buf[pos : pos + length].rstrip(b"\0")))
                 pos += length
-                events.append(InotifyEvent(wd, mask, name))
             if end < _READ_SIZE - 4096:
-                return events  # a short read: the queue is empty
+                return events  # a short read (or none): the queue is empty
 
     def close(self) -> None:
         if self.fd >= 0:
