@@ -586,11 +586,9 @@ class Session:
             self._problem(problem)
         previous = self.tracker.last.step if self.tracker.last else None
         events = self.tracker.observe(observation)
-        # Listeners start first; the log lines (handed to another thread) come after.
-        counts = []
-        for event in events:
-            self._tell_hub(event)
-            counts.append(self.dispatcher.dispatch(event))
+        # Listeners start first; the reporters hear of each event after its runs started
+        # and the log lines (handed to another thread) come after all.
+        counts = self.dispatcher.dispatch_all(events, self._tell_hub) if events else []
         for event, count in zip(events, counts):
             if event.name == "after_save":
                 self.stats["commits"] += 1
@@ -612,7 +610,7 @@ class Session:
             self.engine.waker.wake()  # a new watch may have missed what came before it
 
     def _tell_hub(self, event: Event) -> None:
-        """Saves seen starting and commits, for the reporters (quick: on the commit path)."""
+        """Saves seen starting and commits, for the reporters (once the event's listeners started)."""
         if event.step is None or event.checkpoint is None:
             return
         if event.name == "after_save":
@@ -642,6 +640,7 @@ class Session:
                 Event("after_save", checkpoint.step, checkpoint.path, checkpoint.identity, marker=checkpoint.marker),
                 (), self.run_id,
             )
+        self.journal.flush()
         if skipped:
             emit("info", f"--start-from {start}: {len(skipped)} checkpoint(s) already there get no events "
                  f"(steps {skipped[0].step}..{skipped[-1].step})")

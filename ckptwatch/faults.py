@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections.abc import Callable
 
 __all__ = ["POINTS", "armed", "crash_point", "die"]
 
@@ -39,9 +40,11 @@ def armed(name: str) -> bool:
         return _left == 0
 
 
-def crash_point(name: str) -> None:
-    """Die here, as kill -9 would, when this point is armed."""
+def crash_point(name: str, before: Callable[[], None] | None = None) -> None:
+    """Die here, as kill -9 would, when this point is armed (``before()`` first: what must be on disk by then)."""
     if _name == name and armed(name):
+        if before is not None:
+            before()
         die()
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 import threading
 
 import pytest
+from conftest import read_records, write_listener
+from test_protocol import dcp_save
 
 from ckptwatch.events import Event
 from ckptwatch.delivery.journal import Journal, JournalBusy
@@ -117,3 +120,40 @@ def test_a_long_journal_is_compacted_at_open_and_means_the_same(tmp_path):
     third = Journal(str(tmp_path), compact_after=1000)  # nothing superseded: left as it is
     assert third.compacted_from == 0 and len(third.pending()) == 2
     third.close()
+
+
+def test_each_run_finds_itself_journaled_when_it_starts(ckpt, tmp_path, watch, records_path):
+    """Steps: a live watcher; once begin's run is over (the listener idle, so the engine
+    starts the next run itself), two DCP saves one after the other; the listener, taking
+    every event, reads the journal as it finds it when it starts.
+    Result: each before_save/after_save run finds its event's record and, after it, its
+    own ``started`` record (written together, before the spawn); and the listener's
+    previous run already journaled ``done`` (its fsync may come after this start, its
+    record never does)."""
+    state = tmp_path / "state"
+    write_listener(tmp_path / "l", "rec", before=(
+        f"record['journal'] = [json.loads(line) for line in open({str(state / 'journal.jsonl')!r})]"))
+    watcher = watch(str(ckpt), "-l", str(tmp_path / "l"), "--state-dir", str(state))
+    watcher.wait_ready()
+    watcher.wait_run("rec", "begin")
+    for step in (1, 2):
+        dcp_save(ckpt, f"step-{step}")
+        watcher.wait_run("rec", "after_save", step)
+    watcher.send(signal.SIGTERM)
+    assert watcher.wait_exit() == 0
+    runs = [r for r in read_records(records_path) if r["argv"][0] in ("before_save", "after_save")]
+    assert [(r["argv"][0], r["stdin"]["step"]) for r in runs] == [
+        ("before_save", 1), ("after_save", 1), ("before_save", 2), ("after_save", 2)]
+    previous = None
+    for run in runs:
+        journal = run["journal"]
+        [event] = [rec for rec in journal if rec["r"] == "event" and rec["event"] == run["argv"][0]
+                   and rec["step"] == run["stdin"]["step"]]
+        assert event["listeners"] == ["rec"]
+        mine = [rec for rec in journal if rec["r"] == "run" and rec["id"] == event["id"]]
+        assert mine and mine[0]["status"] == "started", mine
+        assert journal.index(event) < journal.index(mine[0])
+        if previous is not None:
+            assert any(rec["r"] == "run" and rec["id"] == previous and rec["status"] == "done" for rec in journal), \
+                "the previous run's outcome was not journaled before this start"
+        previous = event["id"]

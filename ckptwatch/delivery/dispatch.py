@@ -19,6 +19,7 @@ event is dispatched, ``coalesce`` when a queued run's turn comes, and
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -182,20 +183,42 @@ class Dispatcher:
 
     # Submitting ----------------------------------------------------------------
 
-    def dispatch(self, event: Event) -> int:
+    def dispatch(self, event: Event, announce: Callable[[Event], None] | None = None) -> int:
         """Queue ``event`` for each listener that subscribes to it; how many did."""
-        wanted = [spec.name for spec in self.listeners if spec.wants(event.name) and self._due(spec, event)]
-        event_id = None
-        if event.name in ("before_save", "after_save"):
-            event_id = self.journal.record_event(event, tuple(wanted), self.context.run_id).id
-            crash_point("event-queued")
-        if wanted:
-            delivery = Delivery(event, event_id, wanted, self._settle)
-            for name in wanted:
-                self._submit(name, _Job(delivery), start_here=True)
-        else:
-            self.hub.event_finished(event, False)
-        return len(wanted)
+        return self.dispatch_all([event], announce)[0]
+
+    def dispatch_all(self, events: list[Event], announce: Callable[[Event], None] | None = None) -> list[int]:
+        """Dispatch events in order; for each, how many listeners it was queued for.
+
+        An idle listener's run starts here, on the caller's thread, and the
+        journal's records of the events go out with the first run's
+        ``started`` (in one write, before that spawn) or at the end. Then, in
+        the events' order, ``announce(event)`` is called and the event's jobs
+        are handed to the workers (or the hub told that no listener wanted
+        it): reporters learn of a commit off the path to the listeners'
+        start, yet before any of its runs can report back.
+        """
+        handed: list[tuple[Event, list[str], list[_Job]]] = []
+        for event in events:
+            wanted = [spec.name for spec in self.listeners if spec.wants(event.name) and self._due(spec, event)]
+            event_id = None
+            if event.name in ("before_save", "after_save"):
+                event_id = self.journal.record_event(event, tuple(wanted), self.context.run_id).id
+                crash_point("event-queued", self.journal.flush)
+            jobs = []
+            if wanted:
+                delivery = Delivery(event, event_id, wanted, self._settle)
+                jobs = [self._take(name, _Job(delivery), start_here=True) for name in wanted]
+            handed.append((event, wanted, jobs))
+        self.journal.flush()
+        for event, wanted, jobs in handed:
+            if announce is not None:
+                announce(event)
+            for name, job in zip(wanted, jobs):
+                self._queues[name].put(job)
+            if not wanted:
+                self.hub.event_finished(event, False)
+        return [len(wanted) for _, wanted, _ in handed]
 
     def _due(self, spec: ListenerSpec, event: Event) -> bool:
         """Whether the listener's policy lets it run for ``event`` (its schedule; not after stop-watcher)."""
@@ -241,11 +264,16 @@ class Dispatcher:
         """Names one run of one listener in its environment, to find its leftovers after a crash."""
         return f"{self.journal.path}:{event_id}:{listener}:{attempt}"
 
-    def _submit(self, name: str, job: _Job, *, start_here: bool = False) -> None:
-        """Queue ``job``; with ``start_here`` and the listener idle, start it on this thread first.
+    def _submit(self, name: str, job: _Job) -> None:
+        """Queue ``job`` for the listener's worker."""
+        self._queues[name].put(self._take(name, job))
 
-        Only the engine thread submits, so a listener seen idle here stays idle
-        until the job is queued: starting it here keeps its FIFO order.
+    def _take(self, name: str, job: _Job, *, start_here: bool = False) -> _Job:
+        """Count ``job`` as the listener's; with ``start_here`` and the listener idle, start it on this thread.
+
+        The caller then queues it. Only the engine thread submits, and a job
+        counted here makes its listener busy, so a listener seen idle here
+        stays idle until the job is queued: starting it here keeps its FIFO order.
         """
         event = job.delivery.event
         if event.name == "after_save" and job.delivery.event_id is not None and self._specs[name].policy.coalesce:
@@ -260,7 +288,7 @@ class Dispatcher:
                 job.started = self._start(self._specs[name], job, just_seen=True)
             except Exception as exc:  # noqa: BLE001 - reported by the worker, as if it had failed there
                 job.start_error = exc
-        self._queues[name].put(job)
+        return job
 
     # Waiting and stopping ------------------------------------------------------
 
@@ -315,14 +343,23 @@ class Dispatcher:
 
     def _work(self, spec: ListenerSpec) -> None:
         jobs = self._queues[spec.name]
+        # What a run that went well still owes (its outcome's fsync, its report, its count):
+        # paid just after the next run's start when one is waiting (a before_save that had
+        # to run first delays its after_save by no disk write), else before waiting.
+        owed: list[Callable[[], None]] = []
         while True:
-            job = jobs.get()
+            try:
+                job = jobs.get_nowait()
+            except queue.Empty:
+                self._pay(owed)
+                job = jobs.get()
             if job is None:
+                self._pay(owed)
                 return
             outcome = None
             try:
                 while True:
-                    outcome = self._run(spec, job)
+                    outcome = self._run(spec, job, owed)
                     if outcome is None or outcome.status != "retried":
                         break
                     job = _Job(job.delivery, job.attempt + 1)
@@ -338,7 +375,19 @@ class Dispatcher:
                 self.hub.run_finished(RunRecord(spec.name, job.delivery.event, "failed", None, 0.0, job.attempt,
                                                 None, (f"could not run: {why}",)))
             finally:
-                self._done(job.delivery, spec.name, outcome)
+                if owed:
+                    owed.append(functools.partial(self._done, job.delivery, spec.name, outcome))
+                else:
+                    self._done(job.delivery, spec.name, outcome)
+
+    @staticmethod
+    def _pay(owed: list[Callable[[], None]]) -> None:
+        while owed:
+            step = owed.pop(0)
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - an fsync that fails: said, and the queue goes on
+                emit("info", f"after a listener run: {type(exc).__name__}: {exc}", logging.ERROR)
 
     def _done(self, delivery: Delivery, name: str, outcome: RunOutcome | None) -> None:
         delivery.finished(name, outcome)
@@ -348,15 +397,19 @@ class Dispatcher:
                 self._busy[name] -= 1
             self._idle.notify_all()
 
-    def _run(self, spec: ListenerSpec, job: _Job) -> RunOutcome | None:
-        if job.start_error is not None:
-            raise job.start_error
-        if not job.start_tried and self._overtaken(spec, job):
-            return None
-        started = job.started if job.start_tried else self._start(spec, job)
+    def _run(self, spec: ListenerSpec, job: _Job, owed: list[Callable[[], None]]) -> RunOutcome | None:
+        """Start (unless the engine thread did) and finish one run; what the last run owed is paid once it started."""
+        try:
+            if job.start_error is not None:
+                raise job.start_error
+            if not job.start_tried and self._overtaken(spec, job):
+                return None
+            started = job.started if job.start_tried else self._start(spec, job)
+        finally:
+            self._pay(owed)
         if started is None:
             return None  # cancelled, or the checkpoint vanished before its turn
-        return self._finish(spec, job, started)
+        return self._finish(spec, job, started, owed)
 
     def _start(self, spec: ListenerSpec, job: _Job, *, just_seen: bool = False) -> _Started | None:
         """Start one run (journaled first); None when cancelled or the checkpoint vanished.
@@ -368,7 +421,7 @@ class Dispatcher:
         if self._cancel.is_set() or spec.name in self._halted:
             job.delivery.cut_off = True
             return None
-        checkpoint = ctx.path(event.checkpoint)
+        checkpoint = plain = ctx.path(event.checkpoint)
         if ctx.pin_dir is not None and event.name == "after_save" and event_id is not None:
             pinned = job.delivery.pinned(ctx)
             if pinned is None:
@@ -400,8 +453,8 @@ class Dispatcher:
             payload["last_step_handled"] = last_handled
         if event.name == "stale":
             payload["seconds_since_commit"] = event.seconds_since_commit
-        if checkpoint != ctx.path(event.checkpoint):
-            payload["pinned_from"] = ctx.path(event.checkpoint)
+        if checkpoint != plain:
+            payload["pinned_from"] = plain
         own = dict(
             CKPTWATCH_EVENT=event.name,
             CKPTWATCH_STEP="" if event.step is None else str(event.step),
@@ -430,8 +483,11 @@ class Dispatcher:
             self.journal.run_started(event_id, spec.name, job.attempt)
         return _Started(start_listener([spec.path, event.name], payload, env), checkpoint, retry)
 
-    def _finish(self, spec: ListenerSpec, job: _Job, started: _Started) -> RunOutcome:
-        """Supervise a started run to its end; journal and report the outcome."""
+    def _finish(self, spec: ListenerSpec, job: _Job, started: _Started, owed: list[Callable[[], None]]) -> RunOutcome:
+        """Supervise a started run to its end; journal and report the outcome.
+
+        A run that went well leaves its fsync and its report in ``owed``.
+        """
         event, event_id = job.delivery.event, job.delivery.event_id
         ctx = self.context
         checkpoint = started.checkpoint
@@ -468,16 +524,26 @@ class Dispatcher:
             status = "retried"  # not finished: a crash before the next attempt leaves it owed
         if status != outcome.status:
             outcome = RunOutcome(status, outcome.exit_code, outcome.duration, outcome.last_line, outcome.tail)
+        later = status == "done"
         if event_id is not None:
-            self.journal.run_finished(event_id, spec.name, job.attempt, status, outcome.exit_code)
+            self.journal.run_finished(event_id, spec.name, job.attempt, status, outcome.exit_code, sync=not later)
+            if later:
+                owed.append(self.journal.sync)
         if status in ("failed", "timeout"):
             self.failures += 1
             self._failed(spec, job, outcome)
         if status == "interrupted":
             job.delivery.cut_off = True
-        self._report(spec, event, outcome, started.retry, job.attempt)
-        self.hub.run_finished(RunRecord(spec.name, event, status, outcome.exit_code, outcome.duration, job.attempt,
-                                        checkpoint or None, outcome.tail))
+
+        def report() -> None:
+            self._report(spec, event, outcome, started.retry, job.attempt)
+            self.hub.run_finished(RunRecord(spec.name, event, status, outcome.exit_code, outcome.duration,
+                                            job.attempt, checkpoint or None, outcome.tail))
+
+        if later:
+            owed.append(report)
+        else:
+            report()
         return outcome
 
     def _failed(self, spec: ListenerSpec, job: _Job, outcome: RunOutcome) -> None:

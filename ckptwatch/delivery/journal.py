@@ -11,6 +11,11 @@ repeat a listener run that finished nor skip a committed checkpoint. Records:
   ``skipped``; fsynced), ``retried`` (failed, and owed again by
   ``on_failure = "retry:N"``) or ``interrupted`` (cut off by a shutdown: run again next time).
 
+An event's record is written with the next record (a run ``started`` just
+before its spawn, in the same ``write``) or at :meth:`Journal.flush`: a commit
+costs one system call before its listener starts. A crash before that write
+loses only events no run has started for, which the next session sees again.
+
 A crash can tear only the last line; loading drops it. A queued run with no
 outcome is handed back by :meth:`Journal.pending` (a ``retry`` when it had
 started).
@@ -89,6 +94,8 @@ class Journal:
         self._runs: dict[tuple[int, str], _RunState] = {}
         self._after_save_by_identity: dict[str, int] = {}
         self._stop_written: set[int] = set()
+        #: Event records not written yet (the next write carries them first).
+        self._unwritten: list[bytes] = []
         self.dropped_lines = 0
         self.compacted_from = 0
         self._next_id = 1
@@ -99,6 +106,8 @@ class Journal:
             raise JournalBusy(f"another ckptwatch is using the state directory {state_dir}") from None
         self._file = open(self.path, "a+b")  # noqa: SIM115 - held for the session
         lines = self._load()
+        #: Written with os.write (the file is opened for appending), not through the buffered file.
+        self._fd = self._file.fileno()
         if lines - self._live_records() > compact_after:
             self._compact(lines)
 
@@ -148,6 +157,7 @@ class Journal:
         self._file.close()
         self._file = open(self.path, "a+b")  # noqa: SIM115
         self._file.seek(0, os.SEEK_END)
+        self._fd = self._file.fileno()
         self.compacted_from = lines
 
     def _apply(self, record: dict[str, Any]) -> None:
@@ -232,8 +242,9 @@ class Journal:
 
     def stop_file_written(self, event_id: int) -> None:
         with self._lock:
-            self._write({"r": "stopfile", "id": event_id, "t": time.time()}, sync=True)
+            self._write(_line({"r": "stopfile", "id": event_id, "t": time.time()}))
             self._stop_written.add(event_id)
+        self.sync()
 
     def after_save_status(self, identity: str, listener: str) -> str | None:
         """The outcome of ``listener``'s ``after_save`` for that checkpoint, any session."""
@@ -246,9 +257,10 @@ class Journal:
     # Writing -------------------------------------------------------------------
 
     def record_event(self, event: Event, listeners: tuple[str, ...], run_id: str) -> QueuedEvent:
+        """Journal an event; written with the next record or at :meth:`flush`, whichever comes first."""
         with self._lock:
             queued = QueuedEvent(self._next_id, event, listeners)
-            self._write(_event_record(queued, run_id), sync=False)
+            self._unwritten.append(_line(_event_record(queued, run_id)))
             self._events[queued.id] = queued
             self._next_id += 1
             if event.name == "after_save":
@@ -262,31 +274,55 @@ class Journal:
         record = {"r": "run", "id": event_id, "listener": listener, "status": "started", "attempt": attempt}
         record.update({"pgid": pgid, "pgid_start": pgid_start, "t": time.time()})
         with self._lock:
-            self._write(record, sync=False)
+            self._write(_line(record))
             self._runs[(event_id, listener)] = _RunState("started", attempt, pgid, pgid_start)
 
-    def run_finished(self, event_id: int, listener: str, attempt: int, status: str, exit_code: int | None) -> None:
+    def run_finished(
+        self, event_id: int, listener: str, attempt: int, status: str, exit_code: int | None, *, sync: bool = True
+    ) -> None:
+        """Journal a run's outcome, fsynced (``interrupted`` is not; ``sync=False``: the caller calls :meth:`sync`)."""
         record = {"r": "run", "id": event_id, "listener": listener, "status": status, "attempt": attempt}
         record.update({"exit": exit_code, "t": time.time()})
         with self._lock:
-            self._write(record, sync=status != "interrupted")
+            self._write(_line(record))
             self._runs[(event_id, listener)] = _RunState(status, attempt)
+        if sync and status != "interrupted":
+            self.sync()
 
-    def _write(self, record: dict[str, Any], *, sync: bool) -> None:
-        line = _line(record)
-        if armed("journal-record"):
-            self._file.write(line[: len(line) // 2])
-            self._file.flush()
-            die()
-        self._file.write(line)
-        self._file.flush()
-        if sync:
-            os.fsync(self._file.fileno())
+    def flush(self) -> None:
+        """Write the event records not written yet (no fsync)."""
+        with self._lock:
+            if self._unwritten:
+                self._write(b"")
+
+    def sync(self) -> None:
+        """Make what was written durable.
+
+        Outside the lock: a run's start (the engine thread, on the commit
+        path) never waits for another run's fsync.
+        """
+        fd = self._fd
+        if fd >= 0:
+            os.fsync(fd)
+
+    def _write(self, line: bytes) -> None:
+        """Write the unwritten event records, then ``line``, in one system call (the lock is held)."""
+        lines, self._unwritten = self._unwritten, []
+        if line:
+            lines.append(line)
+        fd = self._fd
+        for i, one in enumerate(lines):
+            if armed("journal-record"):  # the test hook tears the Nth line, as a crash mid-write would
+                _write_all(fd, b"".join(lines[:i]) + one[: len(one) // 2])
+                die()
+        _write_all(fd, b"".join(lines))
 
     def close(self) -> None:
         with self._lock:
             if not self._file.closed:
-                self._file.flush()
+                if self._unwritten:
+                    self._write(b"")
+                self._fd = -1
                 self._file.close()
                 self._lock_file.close()
 
@@ -309,8 +345,19 @@ def _lock_with_grace(fd: int, grace: float = LOCK_GRACE) -> bool:
             time.sleep(0.01)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """Append ``data`` (the file is opened for appending: no other writer moves its end)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+#: One encoder for every line (``json.dumps`` with options builds a new one per call); records hold no cycles.
+_encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), check_circular=False).encode
+
+
 def _line(record: dict[str, Any]) -> bytes:
-    return json.dumps(record, ensure_ascii=True, separators=(",", ":")).encode() + b"\n"
+    return _encode(record).encode() + b"\n"
 
 
 def _event_record(queued: QueuedEvent, run_id: str) -> dict[str, Any]:
