@@ -44,7 +44,6 @@ class _View:
         self.layout = layout
         self.dirs: set[str] = set()
         self.files: set[str] = set()
-        self.frozen: tuple[frozenset[str], frozenset[str]] | None = None
         self.changed: set[str] | None = None  # None: anything may have changed
 
     def put(self, name: str, is_dir: bool | None) -> None:
@@ -53,7 +52,6 @@ class _View:
         self.files.discard(name)
         if is_dir is not None and self.layout.interesting(name, is_dir):
             (self.dirs if is_dir else self.files).add(name)
-        self.frozen = None
 
     def touch(self, name: str) -> None:
         if self.changed is not None:
@@ -80,6 +78,8 @@ class DirIndex:
         self._listed_mtime: int | None = None
         self._listed_at = 0
         self.full_listings = 0
+        #: Something in DIR changed since the first listing (a hint, or a later listing that differs).
+        self._moved = False
 
     def _keep(self, name: str, is_dir: bool) -> bool:
         return any(cls.interesting(name, is_dir) for cls in self._candidates)
@@ -98,16 +98,18 @@ class DirIndex:
         return listing
 
     def peek(self, layout: type[Layout]) -> Listing:
-        """The same listing without taking the changes (for detection, which is no scan)."""
+        """The same listing without taking the changes (for detection, which is no scan).
+
+        Its names are the view's own sets, not copies (a copy per look would cost
+        in proportion to the checkpoints): read them before the index changes again.
+        """
         view = self._views.get(layout)
         if view is None:
             view = self._views[layout] = _View(layout)
             for name, is_dir in self._entries.items():
                 view.put(name, is_dir)
-        if view.frozen is None:
-            view.frozen = (frozenset(view.dirs), frozenset(view.files))
         changed = None if view.changed is None else frozenset(view.changed)
-        return Listing(self.root, *view.frozen, changed=changed, fs=self.fs)
+        return Listing(self.root, view.dirs, view.files, changed=changed, fs=self.fs, as_found=not self._moved)
 
     def everything_changed(self) -> None:
         """The next look of every layout is at everything (a poll tick, the safety timer)."""
@@ -139,6 +141,7 @@ class DirIndex:
         """A full listing's entries replace the index; every view's next look is at everything."""
         changed = [n for n in self._entries.keys() - entries.keys()]
         changed += [n for n, d in entries.items() if self._entries.get(n) is not d]
+        self._moved = self._moved or bool(changed and self.full_listings)
         self._entries = entries
         for view in self._views.values():
             for name in changed:
@@ -185,6 +188,7 @@ class DirIndex:
     def refresh(self, names: Iterable[str]) -> None:
         """Look again at these names only (they were hinted by notifications)."""
         for name in names:
+            self._moved = True  # DIR is no longer as the watcher found it
             if name in self.ignore or not name or "/" in name:
                 continue
             if name not in self._entries and not (self._keep(name, False) or self._keep(name, True)):

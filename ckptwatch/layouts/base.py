@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import ClassVar
@@ -41,17 +42,21 @@ class Listing:
     """The top level of DIR at one instant: real directories and other entries.
 
     Symbolic links are never followed as directories, so a link cannot lead a
-    scan out of DIR.
+    scan out of DIR. ``dirs`` and ``files`` may be the index's own sets (no copy
+    per look): read-only, and only during the look they were given for.
     """
 
     root: str
-    dirs: frozenset[str]
-    files: frozenset[str]
+    dirs: AbstractSet[str]
+    files: AbstractSet[str]
     #: Names hinted since this layout's last look (something in or at them changed);
     #: None when anything may have changed (a full listing, a poll tick, the safety timer).
     changed: frozenset[str] | None = None
     #: How to read below the top level (detection looks into a few step directories); None: local.
     fs: Access | None = None
+    #: DIR as the watcher found it (nothing changed since its first listing): what is here
+    #: was here before the watcher, not written while it watched.
+    as_found: bool = True
 
     @classmethod
     def read(cls, root: str, ignore: frozenset[str] = frozenset(), fs: Access | None = None) -> Listing:
@@ -166,6 +171,12 @@ class Layout:
         to the checkpoints, not to every file beside them. Default: everything.
         """
         return True
+
+    @classmethod
+    def only_a_part(cls, name: str) -> bool:
+        """Whether ``interesting`` keeps this name only as a part of a checkpoint (TF's ``.index``):
+        then, owned by no checkpoint and no save under way, it is ignored (``ckptwatch doctor``)."""
+        return False
 
     @classmethod
     def detect(cls, listing: Listing) -> str | None:
