@@ -6,12 +6,22 @@ of ``MonitoredTrainingSession``) or ``PREFIX-N.*.tempstate<n>`` files
 rename and names the new prefix. The committed checkpoints are the prefixes the
 state file lists whose ``.index`` is there; the path handed to listeners is the
 prefix, as ``tf.train.latest_checkpoint`` gives it.
+
+Both start markers can vanish before the commit: ``CheckpointManager`` renames
+the files out of ``_temp/`` and removes it about 20 ms before the state file is
+renamed in, and ``.tempstate`` files are renamed to their final names. So a
+prefix whose ``.index`` or ``.data`` file is there, with a step above the newest
+the state file ever named for its base, is a save under way too. For a base the
+state file does not name, the prefixes that were in DIR before the watcher set
+that floor (another tool's files, or ``tf.train.Checkpoint.write``, which names
+none): only those written while it watches are saves under way.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 
 from .access import Access
 from .base import Checkpoint, Layout, Listing, Observation, SaveInProgress
@@ -23,6 +33,8 @@ _PATH_LINE = re.compile(rb'^\s*(model_checkpoint_path|all_model_checkpoint_paths
 _STEP = re.compile(r"-(\d+)$")
 _TEMP_DIR = re.compile(r"^(.+-(\d+))_temp$")
 _TEMP_FILE = re.compile(r"^(.+-(\d+))\.(?:data-\d{5}-of-\d{5}|index)\.tempstate\d+$")
+#: A prefix's own files, under their final names: ``BASE-N.index``, ``BASE-N.data-00000-of-00001``.
+_PREFIX_FILE = re.compile(r"^(.+)-(\d+)\.(?:index|data-\d{5}-of-\d{5})$")
 _ESCAPES = {b"n": b"\n", b"t": b"\t", b"r": b"\r", b'"': b'"', b"'": b"'", b"\\": b"\\"}
 
 
@@ -71,7 +83,7 @@ def parse_state_file(data: bytes) -> tuple[str | None, list[str]]:
 class TFLayout(Layout):
     name = "tf"
     framework = "TensorFlow Saver (TF1) / CheckpointManager (TF2)"
-    starts = "PREFIX-N_temp/ dir or PREFIX-N.*.tempstate file"
+    starts = "PREFIX-N_temp/ dir, PREFIX-N.*.tempstate file, or PREFIX-N.index/.data above the state file's newest"
     commits = "'checkpoint' state file renamed in, naming PREFIX-N (its .index present)"
     object_store = "the 'checkpoint' object (written whole; TF's rename is a copy there) names PREFIX-N (relative, or a full URL under DIR) whose .index object is there"
 
@@ -87,20 +99,40 @@ class TFLayout(Layout):
         #: The top-level names of every ``.index`` the state file named at the last read,
         #: there or not yet: a change at one of them needs a new look.
         self._index_names: set[str] = set()
+        #: Start markers there now (``_temp/`` dirs, ``.tempstate`` files): name -> the save.
+        self._marks: dict[str, SaveInProgress] = {}
+        #: Per base, the step at or below which a prefix's files are no save under way:
+        #: the newest the state file named, or (a base it never named) the newest that was
+        #: in DIR before the watcher.
+        self._floor: dict[str, int] = {}
+        #: Files of prefixes above their floor when last seen: name -> (base, step, prefix).
+        self._above: dict[str, tuple[str, int, str]] = {}
 
-    name_pattern_hint = r"\Acheckpoint\Z|\.tempstate|_temp\Z"
+    name_pattern_hint = r"\Acheckpoint\Z|\.tempstate|_temp\Z|-\d+\.(?:index|data-00000-of-\d{5})\Z"
 
     @classmethod
     def interesting(cls, name: str, is_dir: bool) -> bool:
-        # Not the .index files: the scan stats those the state file names, so a
-        # directory of 10,000 checkpoints costs it nothing it does not need.
+        # A prefix's .index and first data shard too: a look at everything (and
+        # detection) finds a save under way by them. A look after a notification reads
+        # only the names it hints at, so 10,000 checkpoints cost it nothing.
         if is_dir:
             return name.endswith("_temp")
-        return name == STATE_FILE or ".tempstate" in name
+        if name == STATE_FILE or ".tempstate" in name:
+            return True
+        return (name.endswith(".index") or ".data-00000-of-" in name) and bool(_PREFIX_FILE.match(name))
+
+    @classmethod
+    def only_a_part(cls, name: str) -> bool:
+        return bool(_PREFIX_FILE.match(name))
 
     def _matters(self, name: str) -> bool:
         """Whether a change at ``name`` can change what a scan sees."""
-        return self.interesting(name, False) or self.interesting(name, True) or name in self._index_names
+        if name == STATE_FILE or name.endswith("_temp") or ".tempstate" in name:
+            return True
+        if name in self._index_names or name in self._above:
+            return True
+        match = _PREFIX_FILE.match(name)
+        return match is not None and int(match.group(2)) > self._floor.get(match.group(1), -1)
 
     @classmethod
     def detect(cls, listing: Listing) -> str | None:
@@ -109,32 +141,96 @@ class TFLayout(Layout):
         for name in listing.dirs:
             if _TEMP_DIR.match(name):
                 return f"save directory {name}/ being written"
+        for name in listing.files:
+            if ".tempstate" in name and _TEMP_FILE.match(name):
+                return f"save file {name} being written"  # an unsharded save's first file
+        for name in listing.files:
+            if ".data-00000-of-" in name and _PREFIX_FILE.match(name):
+                return f"checkpoint data file {name}"  # a TensorFlow bundle's name, even without its .index yet
         return None
 
     def scan(self, listing: Listing) -> Observation:
-        if self._last is not None and listing.changed is not None \
-                and not any(self._matters(name) for name in listing.changed):
-            # Only data files and temp names moved (most notifications of a save): the
-            # state file and the saves under way are as the last look left them.
-            return Observation(list(self._last.committed), list(self._last.in_progress))
+        last = self._last
+        if last is not None and listing.changed is not None and not any(map(self._matters, listing.changed)):
+            # Only the files of older prefixes moved (rotation, a .meta): the state file
+            # and the saves under way are as the last look left them.
+            return Observation(list(last.committed), list(last.in_progress))
+        full = listing.changed is None or last is None
         obs = Observation()
-        for name in listing.dirs:
-            match = _TEMP_DIR.match(name)
-            if match:
-                obs.in_progress.append(SaveInProgress(int(match.group(2)), match.group(1)))
-        for name in listing.files:
-            match = _TEMP_FILE.match(name) if ".tempstate" in name else None
-            if match:
-                obs.in_progress.append(SaveInProgress(int(match.group(2)), match.group(1)))
-        obs.in_progress = _unique(obs.in_progress)
+        self._look_at_marks(listing, full)
+        # Before the state file is read: a prefix seen here and committed by then is named in it.
+        self._look_at_prefixes(listing, full)
         if STATE_FILE not in listing.files:
             self._seen_without_state = True
         else:
             obs.committed = self._committed(listing, obs.problems)
             obs.committed += self._between_looks(listing, obs)
             obs.committed.sort(key=lambda c: c.step)
+        if last is None and listing.as_found:
+            self._first_floor()
+        obs.in_progress = _unique([*self._marks.values(), *self._starting()])
         self._last = obs
         return obs
+
+    def _look_at_marks(self, listing: Listing, full: bool) -> None:
+        """The ``_temp/`` dirs and ``.tempstate`` files there now (a hinted look: only the hinted names)."""
+        if full:
+            self._marks = {}
+            names: Iterable[str] = [*listing.dirs, *(n for n in listing.files if ".tempstate" in n)]
+        else:
+            names = listing.changed or ()
+        for name in names:
+            self._marks.pop(name, None)
+            if name in listing.dirs:
+                match = _TEMP_DIR.match(name)
+            elif name in listing.files and ".tempstate" in name:
+                match = _TEMP_FILE.match(name)
+            else:
+                continue
+            if match:
+                self._marks[name] = SaveInProgress(int(match.group(2)), match.group(1))
+
+    def _look_at_prefixes(self, listing: Listing, full: bool) -> None:
+        """Files of prefixes above their floor: a full look reads the names the index keeps
+        (``.index`` and the first data shard); a hinted look only the hinted names (another
+        shard is not in the index: one ``lstat``, and only above the floor)."""
+        if full:
+            self._above = {}
+            for name in listing.files:
+                match = _PREFIX_FILE.match(name) if name[-1:].isdigit() or name.endswith(".index") else None
+                if match and int(match.group(2)) > self._floor.get(match.group(1), -1):
+                    self._above[name] = _prefix_of(match)
+            return
+        for name in listing.changed or ():
+            match = _PREFIX_FILE.match(name)
+            if match is None:
+                continue
+            if int(match.group(2)) <= self._floor.get(match.group(1), -1):
+                self._above.pop(name, None)
+                continue
+            there = name in listing.files if self.interesting(name, False) else self.stat(name) is not None
+            if there:
+                self._above[name] = _prefix_of(match)
+            else:
+                self._above.pop(name, None)
+
+    def _first_floor(self) -> None:
+        """Prefixes that were in DIR before the watcher, of a base the state file does not name, are no saves under way."""
+        present: dict[str, int] = {}
+        for base, step, _ in self._above.values():
+            if base not in self._floor:
+                present[base] = max(step, present.get(base, step))
+        self._floor.update(present)
+
+    def _starting(self) -> list[SaveInProgress]:
+        """Prefixes above their floor: files in place, not named by the state file yet."""
+        saves = {}
+        for name, (base, step, prefix) in list(self._above.items()):
+            if step <= self._floor.get(base, -1):
+                del self._above[name]  # named by the state file since: committed (or dropped)
+            else:
+                saves[prefix] = SaveInProgress(step, prefix)
+        return list(saves.values())
 
     def _between_looks(self, listing: Listing, obs: Observation) -> list[Checkpoint]:
         """Saves committed and dropped from the state file between two looks.
@@ -152,7 +248,7 @@ class TFLayout(Layout):
             base = checkpoint.path[: checkpoint.path.rfind("-")]
             newest[base] = max(newest.get(base, checkpoint.step), checkpoint.step)
             listed.add(checkpoint.path)
-        starting = {save.path for save in obs.in_progress}
+        starting = {save.path for save in self._marks.values()}
         found = []
         for base, step in newest.items():
             # A first look at a state file fills nothing (older prefixes may be another
@@ -216,6 +312,10 @@ class TFLayout(Layout):
             if not step_match:
                 problems.append(f"'checkpoint' names {named!r}, which has no -STEP suffix; ignored")
                 continue
+            step = int(step_match.group(1))
+            base = prefix[: step_match.start()]
+            if step > self._floor.get(base, -1):
+                self._floor[base] = step
             marker = prefix + ".index"
             top = marker.split("/", 1)[0]
             self._index_names.add(top)
@@ -227,7 +327,7 @@ class TFLayout(Layout):
             if index is None:
                 continue  # rotated away, or the state file is ahead of the disk
             found[prefix] = self._known[prefix] = Checkpoint(
-                self.name, int(step_match.group(1)), prefix, marker, index.st_mtime_ns, index.st_size
+                self.name, step, prefix, marker, index.st_mtime_ns, index.st_size
             )
         return sorted(found.values(), key=lambda c: c.step)
 
@@ -263,6 +363,11 @@ class TFLayout(Layout):
             return os.path.normpath(rel)
         problems.append(f"'checkpoint' names {named!r}, outside DIR; ignored")
         return None
+
+
+def _prefix_of(match: re.Match[str]) -> tuple[str, int, str]:
+    """``(base, step, prefix)`` of a ``_PREFIX_FILE`` match."""
+    return match.group(1), int(match.group(2)), f"{match.group(1)}-{match.group(2)}"
 
 
 def _unique(saves: list[SaveInProgress]) -> list[SaveInProgress]:

@@ -150,7 +150,7 @@ def examine(directory: str, layout: str = "auto", state_dir: str | None = None, 
         owned = [c.path for c in observation.committed] + [s.path for s in observation.in_progress]
         names = sorted(
             n for n in listing.dirs | listing.files
-            if not cls.interesting(n, n in listing.dirs) and not _part_of(n, owned)
+            if (not cls.interesting(n, n in listing.dirs) or cls.only_a_part(n)) and not _part_of(n, owned)
         )
         report.ignored_count = len(names)
         report.ignored = names[:_SHOWN]
