@@ -5,8 +5,9 @@ order its source does them (cited per step), with the same kind of write:
 in place (``open(..., 'w')``), temp + rename, mkdir, rmtree. Content is small
 bytes, except the markers the layouts read, which carry what the framework
 writes there. ``pause(phase)`` is called between phases, so a test can look
-at (or act on) a save in progress; the phase ``"commit"`` comes just before
-the commit write.
+at (or act on) a save in progress: ``"started"`` after the save's first
+operation, ``"writing"`` after each later one, and ``"commit"`` just before the
+commit write.
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ class DeepSpeed:
         (self.root / tag).mkdir(exist_ok=True)  # `_create_checkpoint_file` -> makedirs(dirname(ckpt_name))
         pause("started")
         _torch_save(self.root / tag / "mp_rank_00_model_states.pt")  # `_save_checkpoint` -> checkpoint_engine.save
+        pause("writing")
         _torch_save(self.root / tag / "zero_pp_rank_0_mp_rank_00_optim_states.pt")  # `_save_zero_checkpoint`
+        pause("writing")
         shutil.copyfile(__file__, self.root / "zero_to_fp32.py")  # `_copy_recovery_script` (rank 0), then chmod
         os.chmod(self.root / "zero_to_fp32.py", 0o755)
         pause("commit")
@@ -84,6 +87,7 @@ class Megatron:
         pause("started")
         # megatron/core/dist_checkpointing/serialization.py `save`: sharded save (DCP), then step 7:
         _dcp_save(directory)
+        pause("writing")
         _write(directory / "metadata.json", json.dumps({"sharded_backend": "torch_dist", "sharded_backend_version": 1}).encode())
         pause("commit")
         tracker = self.root / "latest_checkpointed_iteration.txt"  # `get_checkpoint_tracker_filename`
@@ -113,8 +117,10 @@ class NeMo:
         self._marker(name).touch()  # `_save_checkpoint`: set_checkpoint_unfinished_marker(filepath, barrier_after=True)
         pause("started")
         _dcp_save(self.root / name / "weights")  # trainer.save_checkpoint -> MegatronCheckpointIO: <dir>/weights
+        pause("writing")
         _write(self.root / name / "weights" / "common.pt", os.urandom(64))
         _write(self.root / name / "weights" / "metadata.json", b'{"sharded_backend": "torch_dist"}')
+        pause("writing")
         _write(self.root / name / "context" / "io.json", b"{}")  # always_save_context: TrainerContext.io_dump
         _write(self.root / name / "context" / "model.yaml", b"model: gpt\n")
         pause("commit")
@@ -147,6 +153,7 @@ class Ray:
         (self.root / name).mkdir()  # storage_filesystem.create_dir(checkpoint_fs_path)
         pause("started")
         _torch_save(self.root / name / "model.pt")  # _pyarrow_fs_copy_files(...): in place, file by file
+        pause("writing")
         _write(self.root / name / "extra_state.json", b"{}")
         pause("commit")
         metrics = {"loss": 1.0 / step, **({"step": step} if self.step_metric else {})}
