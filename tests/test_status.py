@@ -164,3 +164,28 @@ def test_on_a_terminal_it_is_a_table(ckpt, tmp_path, env):
     screen = b"".join(chunks).decode()
     assert "┃" in screen or "│" in screen  # a table
     assert "rec" in screen and "last step handled" in screen and "not running: ended" in screen
+
+
+def test_status_file_is_written_a_moment_after_a_change_then_at_most_once_an_interval(tmp_path):
+    """Steps: a status writer (real thread, real file) whose interval between writes is 30 s;
+    the layout is chosen ("tf"), then chosen again ("hf") once the file says "tf"; close().
+    Result: "tf" is written a moment after its change; "hf" waits for the interval (not in the
+    file half a second later); close() ends the waiting thread at once."""
+    from ckptwatch.report.hub import SessionFacts
+    from ckptwatch.report.statuswriter import StatusWriter
+
+    writer = StatusWriter(str(tmp_path))
+    writer.min_interval = 30.0
+    writer.session_started(SessionFacts("run1", str(tmp_path / "ckpt"), str(tmp_path / "stop"), str(tmp_path),
+                                        ("rec",), 4242))
+    path = tmp_path / "status.json"
+    writer.layout_chosen("tf", "chosen with --layout")
+    deadline = time.monotonic() + WAIT
+    while json.loads(path.read_text()).get("layout") != "tf":
+        assert time.monotonic() < deadline, "the first change was not written a moment after it"
+        time.sleep(0.02)
+    writer.layout_chosen("hf", "chosen with --layout")
+    time.sleep(0.5)
+    assert json.loads(path.read_text())["layout"] == "tf", "written again before the interval"
+    writer.close()
+    assert writer._thread is not None and not writer._thread.is_alive(), "close() waited out the interval"

@@ -1,9 +1,10 @@
 """Keeps ``STATE_DIR/status.json`` up to date for ``ckptwatch status`` (format: ``statefile``).
 
 Facts change the state in memory under a lock; a small thread writes the file
-a moment later (50 ms), so a burst of commits costs one write and nothing on
-the commit path touches the disk. The start and the end of a session are
-written at once.
+a moment later (50 ms), and at most once a second, so a burst of commits costs
+one write a second and nothing on the commit path touches the disk (a write is
+CPU time beside the next commit's listener start: at every commit, one start in
+ten or so met one). The start and the end of a session are written at once.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ __all__ = ["StatusWriter"]
 
 #: How long a change waits before it is written (changes meanwhile share the write).
 DEBOUNCE = 0.05
+#: The least time between two writes by the thread (changes meanwhile share the next).
+MIN_INTERVAL = 1.0
 
 
 class StatusWriter(Reporter):
@@ -38,7 +41,8 @@ class StatusWriter(Reporter):
         #: One write at a time, each of a snapshot taken under it: the file never goes back in time.
         self._write_lock = threading.Lock()
         self._dirty = threading.Event()
-        self._closing = False
+        self._closed = threading.Event()
+        self.min_interval = MIN_INTERVAL
         self._said_failure = False
         self._thread: threading.Thread | None = None
         pid = os.getpid()
@@ -134,7 +138,7 @@ class StatusWriter(Reporter):
         self._write_now()
 
     def close(self) -> None:
-        self._closing = True
+        self._closed.set()
         self._dirty.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
@@ -147,13 +151,16 @@ class StatusWriter(Reporter):
         self._dirty.set()
 
     def _writer(self) -> None:
-        while True:
+        written = time.monotonic() - self.min_interval
+        # _closed is checked after every clear(): close() may have set _dirty just before
+        # it, and a writer that then waited for _dirty again would hold the exit up.
+        while not self._closed.is_set():
             self._dirty.wait()
-            if self._closing:
+            if self._closed.wait(max(DEBOUNCE, written + self.min_interval - time.monotonic())):
                 return
-            time.sleep(DEBOUNCE)
             self._dirty.clear()
             self._write_now()
+            written = time.monotonic()
 
     def _write_now(self, *, create: bool = False) -> None:
         with self._write_lock:
