@@ -133,6 +133,33 @@ class _Job:
     start_error: Exception | None = None
 
 
+class _Owed:
+    """What a run that went well still owes: its report and its count, then its outcome's fsync.
+
+    A listener's worker pays it just after the next run's start when one is
+    waiting (a before_save that had to run first delays its after_save by no
+    report and no disk flush), else before it waits. The count comes before
+    the fsync: the engine may start this listener's next run meanwhile.
+    """
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self.steps: list[Callable[[], None]] = []
+        self.sync = False
+
+    def __bool__(self) -> bool:
+        return bool(self.steps) or self.sync
+
+    def pay(self) -> None:
+        steps, self.steps = self.steps, []
+        sync, self.sync = self.sync, False
+        for step in [*steps, *([self._journal.sync] if sync else [])]:
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - an fsync that fails: said, and the queue goes on
+                emit("info", f"after a listener run: {type(exc).__name__}: {exc}", logging.ERROR)
+
+
 @dataclass
 class _Started:
     """A run started, with what its report needs."""
@@ -343,18 +370,15 @@ class Dispatcher:
 
     def _work(self, spec: ListenerSpec) -> None:
         jobs = self._queues[spec.name]
-        # What a run that went well still owes (its outcome's fsync, its report, its count):
-        # paid just after the next run's start when one is waiting (a before_save that had
-        # to run first delays its after_save by no disk write), else before waiting.
-        owed: list[Callable[[], None]] = []
+        owed = _Owed(self.journal)
         while True:
             try:
                 job = jobs.get_nowait()
             except queue.Empty:
-                self._pay(owed)
+                owed.pay()
                 job = jobs.get()
             if job is None:
-                self._pay(owed)
+                owed.pay()
                 return
             outcome = None
             try:
@@ -376,18 +400,9 @@ class Dispatcher:
                                                 None, (f"could not run: {why}",)))
             finally:
                 if owed:
-                    owed.append(functools.partial(self._done, job.delivery, spec.name, outcome))
+                    owed.steps.append(functools.partial(self._done, job.delivery, spec.name, outcome))
                 else:
                     self._done(job.delivery, spec.name, outcome)
-
-    @staticmethod
-    def _pay(owed: list[Callable[[], None]]) -> None:
-        while owed:
-            step = owed.pop(0)
-            try:
-                step()
-            except Exception as exc:  # noqa: BLE001 - an fsync that fails: said, and the queue goes on
-                emit("info", f"after a listener run: {type(exc).__name__}: {exc}", logging.ERROR)
 
     def _done(self, delivery: Delivery, name: str, outcome: RunOutcome | None) -> None:
         delivery.finished(name, outcome)
@@ -397,7 +412,7 @@ class Dispatcher:
                 self._busy[name] -= 1
             self._idle.notify_all()
 
-    def _run(self, spec: ListenerSpec, job: _Job, owed: list[Callable[[], None]]) -> RunOutcome | None:
+    def _run(self, spec: ListenerSpec, job: _Job, owed: _Owed) -> RunOutcome | None:
         """Start (unless the engine thread did) and finish one run; what the last run owed is paid once it started."""
         try:
             if job.start_error is not None:
@@ -406,7 +421,7 @@ class Dispatcher:
                 return None
             started = job.started if job.start_tried else self._start(spec, job)
         finally:
-            self._pay(owed)
+            owed.pay()
         if started is None:
             return None  # cancelled, or the checkpoint vanished before its turn
         return self._finish(spec, job, started, owed)
@@ -483,10 +498,10 @@ class Dispatcher:
             self.journal.run_started(event_id, spec.name, job.attempt)
         return _Started(start_listener([spec.path, event.name], payload, env), checkpoint, retry)
 
-    def _finish(self, spec: ListenerSpec, job: _Job, started: _Started, owed: list[Callable[[], None]]) -> RunOutcome:
+    def _finish(self, spec: ListenerSpec, job: _Job, started: _Started, owed: _Owed) -> RunOutcome:
         """Supervise a started run to its end; journal and report the outcome.
 
-        A run that went well leaves its fsync and its report in ``owed``.
+        A run that went well leaves its report and its outcome's fsync in ``owed``.
         """
         event, event_id = job.delivery.event, job.delivery.event_id
         ctx = self.context
@@ -527,8 +542,7 @@ class Dispatcher:
         later = status == "done"
         if event_id is not None:
             self.journal.run_finished(event_id, spec.name, job.attempt, status, outcome.exit_code, sync=not later)
-            if later:
-                owed.append(self.journal.sync)
+            owed.sync = later
         if status in ("failed", "timeout"):
             self.failures += 1
             self._failed(spec, job, outcome)
@@ -541,7 +555,7 @@ class Dispatcher:
                                             job.attempt, checkpoint or None, outcome.tail))
 
         if later:
-            owed.append(report)
+            owed.steps.append(report)
         else:
             report()
         return outcome
