@@ -1,9 +1,12 @@
 """ckptwatch benchmark: commit-to-listener latency, bursts, idle cost, start-up.
 
-    python bench/run.py [--quick] [--tools floor,watchmedo,...] [--out PATH]
+    python bench/run.py [--quick] [--tools floor,watchmedo,...] [--out PATH] [--repeat K]
 
 Every tool watches a directory where this process saves TensorFlow-style
-checkpoints, and starts the same bash listener on each commit. See
+checkpoints, and starts the same bash listener on each commit. Two row sets,
+each with its own floor: `after_save` (Saver-style saves, a listener that
+subscribes to after_save only) and `realistic` (TF2 CheckpointManager-style
+saves with rotation, a listener that takes all four events). See
 bench/README.md for what each column means.
 """
 
@@ -18,13 +21,14 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import procs, scenario, stats  # noqa: E402
-from bench.tools import Tool, all_tools, env_for_tools  # noqa: E402
+from bench import machine, procs, scenario, stats, summary  # noqa: E402
+from bench.tools import Tool, all_tools, default_ckptwatch_command, env_for_tools  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -42,10 +46,40 @@ class NotMeasured(Exception):
     """A phase could not be measured; the message says why (shown as n/a)."""
 
 
+@dataclass(frozen=True)
+class RowSet:
+    """One kind of save and listener; every tool of the set, its floor included, gets the same."""
+
+    name: str
+    title: str
+    all_events: bool     # the listener takes all four events (ckptwatch runs it for each)
+    manager: bool        # saves as TF2's CheckpointManager (else as Saver, with --rotate/--sharded)
+    idle_window: bool    # measure idle CPU and RSS (else only ready(big) in the idle directory)
+
+    def writer(self, directory: Path, args, initial: list[int] | None = None) -> scenario.Writer:
+        if self.manager:
+            return scenario.ManagerWriter(directory, keep=args.keep, lead=args.lead_ms / 1000,
+                                          initial=initial)
+        return scenario.Writer(directory, keep=args.keep, rotate=args.rotate, sharded=args.sharded,
+                               initial=initial)
+
+
+ROW_SETS = {
+    "after_save": RowSet(
+        "after_save", "Saver-style saves (data, then `checkpoint` renamed in); "
+        "the listener subscribes to after_save only", all_events=False, manager=False, idle_window=True),
+    "realistic": RowSet(
+        "realistic", "TF2 CheckpointManager-style saves (ckpt-N_temp/ renamed out, data in place "
+        "--lead-ms before `checkpoint` is renamed in, rotation); the listener takes all four events",
+        all_events=True, manager=True, idle_window=False),
+}
+
+
 class Session:
     """One running tool watching one directory, with its listener and records."""
 
-    def __init__(self, tool: Tool, watch_dir: Path, work: Path, writer: scenario.Writer):
+    def __init__(self, tool: Tool, watch_dir: Path, work: Path, writer: scenario.Writer,
+                 all_events: bool = False):
         self.tool = tool
         self.dir = watch_dir
         self.work = work
@@ -54,11 +88,11 @@ class Session:
         self.records = scenario.Records(work / "records.txt")
         if tool.listener_in_dir:
             listener = tool.write_listener(work / "listeners.d" / "10-bench", watch_dir,
-                                           self.records.path)
+                                           self.records.path, all_events)
             self.listener_arg = listener.parent
         else:
             self.listener_arg = tool.write_listener(work / "listener.sh", watch_dir,
-                                                    self.records.path)
+                                                    self.records.path, all_events)
         self.log_path = work / "tool.log"
         self.proc: subprocess.Popen | None = None
         self.t_spawn = 0
@@ -77,6 +111,19 @@ class Session:
             raise NotMeasured(f"tool exited with status {self.proc.returncode}: "
                               f"{self.log_tail()}")
 
+    def ready_line_ms(self) -> float | None:
+        """ckptwatch only: from spawning it to the time on its own "ready" log line (JSON log)."""
+        try:
+            with open(self.log_path, errors="replace") as f:
+                for line in f:
+                    if '"ready"' in line:
+                        rec = json.loads(line)
+                        if rec.get("kind") == "ready":
+                            return (rec["time"] * 1e9 - self.t_spawn) / 1e6
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        return None
+
     def log_tail(self, n: int = 3) -> str:
         try:
             lines = self.log_path.read_text(errors="replace").strip().splitlines()
@@ -84,18 +131,23 @@ class Session:
             return ""
         return " | ".join(x.strip()[:200] for x in lines[-n:]) or "(no output)"
 
-    def wait_ready(self, base: int) -> dict:
-        """Warm-up commits until one reaches the listener; the tool is then ready."""
+    def wait_ready(self, base: int, spacing: float = 0.010) -> dict:
+        """Warm-up commits until one reaches the listener; the tool is then ready.
+
+        One commit every `spacing` seconds for 2 s, then every 50 ms: the spacing
+        bounds the resolution of the figure (a tool ready just after a commit
+        waits for the next one).
+        """
         deadline = time.monotonic() + self.tool.ready_timeout
         started = time.monotonic()
         step = base
         warm = set()
         while time.monotonic() < deadline:
             self.check_alive()
-            self.writer.commit(step)
+            self.writer.commit(step, lead=0)
             warm.add(step)
             step += 1
-            time.sleep(0.010 if time.monotonic() - started < 2 else 0.050)
+            time.sleep(spacing if time.monotonic() - started < 2 else 0.050)
             self.records.poll()
             hits = [r for r in self.records.all if r.step in warm]
             if hits:
@@ -195,7 +247,7 @@ def phase_burst(s: Session, n: int, args) -> dict:
     steps = list(range(BURST_BASE, BURST_BASE + n))
     t0 = time.time_ns()
     for step in steps:
-        s.writer.commit(step)
+        s.writer.commit(step, lead=0)
     t1 = time.time_ns()
     s.settle(max(quiet_for(s.tool), 1.0), args.burst_timeout)
     s.check_alive()
@@ -208,7 +260,7 @@ def phase_burst(s: Session, n: int, args) -> dict:
         if r.step < high:
             inversions += 1
         high = max(high, r.step)
-    return {
+    out = {
         "burst_commits": n,
         "burst_commit_ms": (t1 - t0) / 1e6,
         "burst_runs": len(recs),
@@ -221,18 +273,40 @@ def phase_burst(s: Session, n: int, args) -> dict:
         "burst_drain_ms": ((recs[-1].t_ns - t0) / 1e6) if recs else None,
         "burst_step_from": sorted({r.src for r in recs}),
     }
+    if s.tool.step_from == "ckptwatch":
+        out["burst_vanished"] = vanished_runs(s.log_path, committed)
+    return out
 
 
-def run_main_phases(tool: Tool, work: Path, args) -> dict:
-    """Fresh directory: ready, latency, burst."""
+def vanished_runs(log_path: Path, steps: set[int]) -> int:
+    """after_save runs ckptwatch skipped because rotation deleted the checkpoint first (its JSON log)."""
+    n = 0
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return 0
+    for line in lines:
+        if '"vanished"' not in line:
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("kind") == "run" and rec.get("event") == "after_save" \
+                and rec.get("outcome") == "vanished" and rec.get("step") in steps:
+            n += 1
+    return n
+
+
+def run_main_phases(tool: Tool, work: Path, args, rs: RowSet) -> dict:
+    """Fresh directory: ready, latency, burst; then more starts for ready alone."""
     d = work / "ckpt"
     d.mkdir(parents=True)
-    writer = scenario.Writer(d, keep=args.keep, rotate=args.rotate, sharded=args.sharded)
-    s = Session(tool, d, work / "tool", writer)
+    s = Session(tool, d, work / "tool", rs.writer(d, args), rs.all_events)
     res: dict = {"notes": [], "warm_listener": getattr(tool, "kind", None) == "class"}
     try:
         s.start()
-        res.update(s.wait_ready(WARM_BASE))
+        res.update(s.wait_ready(WARM_BASE, args.warmup_ms / 1000))
         s.settle(quiet_for(tool), 30)
         n = args.slow_saves if tool.slow else args.saves
         try:
@@ -252,20 +326,52 @@ def run_main_phases(tool: Tool, work: Path, args) -> dict:
     finally:
         res["stop"] = s.stop()
         res["log_tail"] = s.log_tail(5)
+        if tool.step_from == "ckptwatch":
+            res["ready_line_ms"] = s.ready_line_ms()
+    if "ready_ms" in res and not tool.slow and args.ready_reps > 1:
+        res.update(phase_ready_reps(tool, work, args, rs, res["ready_ms"]))
     return res
 
 
-def run_idle_phase(tool: Tool, idle_dir: Path, work: Path, args) -> dict:
+def phase_ready_reps(tool: Tool, work: Path, args, rs: RowSet, first: float) -> dict:
+    """Start the tool again in fresh empty directories: `ready ms` is the median of all starts."""
+    times = [first]
+    lines, cpu = [], []
+    for i in range(1, args.ready_reps):
+        d = work / f"ready-{i}"
+        d.mkdir(parents=True)
+        s = Session(tool, d, work / f"ready-{i}-tool", rs.writer(d, args), rs.all_events)
+        try:
+            s.start()
+            r = s.wait_ready(WARM_BASE, args.warmup_ms / 1000)
+            times.append(r["ready_ms"])
+            cpu.append(r["cpu_s_to_ready"])
+        except NotMeasured:
+            pass
+        finally:
+            s.stop()
+            if tool.step_from == "ckptwatch":
+                lines.append(s.ready_line_ms())
+    out = {"ready_ms": stats.median(times), "ready_ms_all": times, "ready_ms_first": first,
+           "cpu_s_to_ready_reps": cpu}
+    if lines:
+        out["ready_line_ms_reps"] = lines
+    return out
+
+
+def run_idle_phase(tool: Tool, idle_dir: Path, work: Path, args, rs: RowSet) -> dict:
     n = args.idle_checkpoints
-    writer = scenario.Writer(idle_dir, keep=args.keep, sharded=args.sharded,
-                             initial=list(range(max(1, n - 4), n + 1)))
-    s = Session(tool, idle_dir, work / "idle", writer)
+    # The idle directory holds Saver-style prefixes; a CheckpointManager writer starts its own list.
+    writer = rs.writer(idle_dir, args, initial=None if rs.manager else list(range(max(1, n - 4), n + 1)))
+    s = Session(tool, idle_dir, work / "idle", writer, rs.all_events)
     res: dict = {}
     try:
         s.start()
         r = s.wait_ready(IDLE_WARM_BASE)
         res["ready_big_ms"] = r["ready_ms"]
         res["cpu_s_to_ready_big"] = r["cpu_s_to_ready"]
+        if not rs.idle_window:
+            return res
         s.settle(quiet_for(tool), 60)
         n_before = len(s.records.all)
         pids = procs.tree(s.proc.pid)
@@ -339,15 +445,15 @@ COLUMNS = [("p50", "p50 ms", 2), ("p90", "p90 ms", 2), ("p99", "p99 ms", 2), ("n
            ("ready_big", "ready(big) ms", 1)]
 
 
-def table(results: dict, order: list[str]) -> str:
-    head = ["tool"] + [c[1] for c in COLUMNS]
+def table(results: dict, order: list[str], realistic: bool = False) -> str:
+    shown = [name for name in order if results[name].get("available")]
+    # A column no tool of this set has (idle CPU in the realistic set) is left out.
+    columns = [c for c in COLUMNS if any(row_values(results[n])[c[0]] is not None for n in shown)]
+    head = ["tool"] + [c[1] for c in columns]
     rows = []
-    for name in order:
-        r = results[name]
-        if not r.get("available"):
-            continue
-        v = row_values(r)
-        rows.append([name] + [fmt(v[k], nd) for k, _, nd in COLUMNS])
+    for name in shown:
+        v = row_values(results[name])
+        rows.append([name] + [fmt(v[k], nd) for k, _, nd in columns])
     widths = [max(len(x) for x in col) for col in zip(head, *rows)] if rows else []
     lines = []
     if rows:
@@ -384,8 +490,14 @@ def table(results: dict, order: list[str]) -> str:
             notes.append(f"{name}: {r['latency_missed']} of {r['latency_saves']} latency "
                          f"commits never reached the listener (excluded from percentiles)")
         if r.get("latency_doubled"):
+            why = ("TF2 writes `checkpoint` twice per save" if name == "floor" and realistic
+                   else "a commit handled twice")
             notes.append(f"{name}: {r['latency_doubled']} extra listener runs in the "
-                         f"latency phase (a commit handled twice)")
+                         f"latency phase ({why})")
+        if r.get("burst_vanished"):
+            notes.append(f"{name}: {r['burst_vanished']} of the burst's {r['burst_missed']} missed were "
+                         f"skipped as vanished: rotation deleted the checkpoint before its listener's turn "
+                         f"(journaled, logged)")
         if r.get("burst_step_from") == ["file"]:
             notes.append(f"{name}: * the tool gives no step: the listener read it from "
                          f"`checkpoint` after starting, so deliv/missed/doubled count what "
@@ -393,8 +505,13 @@ def table(results: dict, order: list[str]) -> str:
                          f"{r['burst_commits']} commits)")
         if r.get("idle_listener_runs"):
             notes.append(f"{name}: {r['idle_listener_runs']} listener runs while idle")
+        if len(r.get("ready_ms_all", [])) > 1:
+            notes.append(f"{name}: ready ms is the median of {len(r['ready_ms_all'])} starts: "
+                         + ", ".join(f"{x:.0f}" for x in r["ready_ms_all"]))
     if notes:
         lines += [""] + notes
+    if results.get("ckptwatch", {}).get("available"):
+        lines += [""] + summary.target_lines(summary.target_figures(results))
     return "\n".join(lines)
 
 
@@ -404,9 +521,21 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("--quick", action="store_true",
                    help="small counts, for a smoke test in under ~2 minutes")
-    p.add_argument("--tools", help="comma-separated subset (the floor always runs); known: "
-                   "floor,watchmedo,inotifywait,tf-iterator,ckptwatch,ckptwatch-poll,"
-                   "watchmedo-poll (the last is off unless named)")
+    p.add_argument("--tools", help="tools of the after_save set, comma-separated (the floor always "
+                   "runs); known: floor,watchmedo,inotifywait,tf-iterator,ckptwatch,ckptwatch-class,"
+                   "ckptwatch-serve,ckptwatch-poll,watchmedo-poll (the last is off unless named)")
+    p.add_argument("--sets", default="after_save,realistic",
+                   help="row sets to run (default: after_save,realistic)")
+    p.add_argument("--realistic-tools", default="floor,ckptwatch",
+                   help="tools of the realistic set (default: floor,ckptwatch; any tool of --tools)")
+    p.add_argument("--lead-ms", type=float, default=20.0,
+                   help="realistic set: how long a save's data is in place before its commit")
+    p.add_argument("--warmup-ms", type=float, default=10.0,
+                   help="spacing of the warm-up commits that find a tool ready (its resolution)")
+    p.add_argument("--ready-reps", type=int,
+                   help="starts per fast tool in empty directories; ready ms is their median (5; quick 3)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="full runs; with more than one, also the median and range of every figure")
     p.add_argument("--phases", default="help,main,idle",
                    help="which phases to run (default: help,main,idle; main = ready, "
                         "latency and burst)")
@@ -447,94 +576,174 @@ def parse_args(argv=None):
     q = args.quick
     defaults = {"saves": (300, 60), "slow_saves": (40, 6), "burst": (1000, 500),
                 "idle_seconds": (30.0, 5.0), "idle_checkpoints": (10_000, 1000),
-                "idle_files": (1_000_000, 20_000), "help_reps": (5, 3)}
+                "idle_files": (1_000_000, 20_000), "help_reps": (5, 3), "ready_reps": (5, 3)}
     for k, (full, quick) in defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, quick if q else full)
     args.idle_checkpoints = max(5, args.idle_checkpoints)
     args.phases = {x.strip() for x in args.phases.split(",")}
+    args.sets = [x.strip() for x in args.sets.split(",") if x.strip()]
+    unknown = set(args.sets) - set(ROW_SETS)
+    if unknown:
+        p.error(f"unknown row set(s): {', '.join(sorted(unknown))}; known: {', '.join(ROW_SETS)}")
+    args.repeat = max(1, args.repeat)
     return args
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    random.seed(args.seed)
+def execution_order(tools: list[Tool]) -> list[Tool]:
+    """The floor, then ckptwatch, then the rest: the two the targets compare run back to back."""
+    first = [t for t in tools if t.name in ("floor", "ckptwatch")]
+    return first + [t for t in tools if t not in first]
+
+
+def run_once(args, log_prefix: str = "") -> dict:
+    """One full run: every row set's tools through help, main and idle phases."""
     t_start = time.monotonic()
-    tools = all_tools(args)
+    cpu_start = cpu_times()
     workroot = Path(args.workdir)
     run_dir = workroot / f"run-{os.getpid()}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict] = {}
-    order = [t.name for t in tools]
-
-    if not args.ckptwatch:
-        # An installed package has its bytecode compiled (pip does it); a source
-        # checkout under PYTHONDONTWRITEBYTECODE never would: every start would pay for it.
-        import compileall
-        compileall.compile_dir(str(HERE.parent / "ckptwatch"), quiet=1)
-    log("checking tools ...")
-    ready_tools = []
-    for t in tools:
-        reason = t.unavailable()
-        results[t.name] = {"title": t.title, "available": reason is None}
-        if reason:
-            results[t.name]["reason"] = reason
-            log(f"  {t.name}: skipped: {reason}")
-        else:
-            ready_tools.append(t)
-            log(f"  {t.name}: ok")
+    reasons: dict[str, str | None] = {}
+    sets: dict[str, dict] = {}
+    ready: dict[str, list[Tool]] = {}
+    log(f"{log_prefix}checking tools ...")
+    for name in args.sets:
+        tools = all_tools(args, args.tools if name == "after_save" else args.realistic_tools)
+        results: dict[str, dict] = {}
+        sets[name] = {"title": ROW_SETS[name].title, "order": [t.name for t in tools], "tools": results}
+        ready[name] = []
+        for t in tools:
+            if t.name not in reasons:
+                reasons[t.name] = t.unavailable()
+                log(f"  {t.name}: " + ("ok" if reasons[t.name] is None else f"skipped: {reasons[t.name]}"))
+            results[t.name] = {"title": t.title, "available": reasons[t.name] is None}
+            if reasons[t.name]:
+                results[t.name]["reason"] = reasons[t.name]
+            else:
+                ready[name].append(t)
 
     if "help" in args.phases:
         log("--help times ...")
-        for t in ready_tools:
-            results[t.name].update(phase_help(t, args.help_reps))
+        helped: dict[str, dict] = {}
+        for name in args.sets:  # --help does not depend on the set: once per tool
+            for t in ready[name]:
+                if t.name not in helped:
+                    helped[t.name] = phase_help(t, args.help_reps)
+                sets[name]["tools"][t.name].update(helped[t.name])
 
     if "main" in args.phases:
-        for t in ready_tools:
-            log(f"ready / latency / burst: {t.name} ...")
-            t0 = time.monotonic()
-            results[t.name].update(run_main_phases(t, run_dir / t.name, args))
-            r = results[t.name]
-            lat = r.get("latency_ms", {})
-            log(f"  {t.name}: ready {fmt(r.get('ready_ms'))} ms, p50 {fmt(lat.get('p50'), 2)} ms,"
-                f" burst {r.get('burst_delivered')}/{args.burst} "
-                f"({time.monotonic() - t0:.1f} s)")
+        for name in args.sets:
+            rs = ROW_SETS[name]
+            for t in execution_order(ready[name]):
+                log(f"{name}: ready / latency / burst: {t.name} ...")
+                t0 = time.monotonic()
+                r = sets[name]["tools"][t.name]
+                r.update(run_main_phases(t, run_dir / name / t.name, args, rs))
+                lat = r.get("latency_ms", {})
+                log(f"  {t.name}: ready {fmt(r.get('ready_ms'))} ms, p50 {fmt(lat.get('p50'), 2)} ms,"
+                    f" burst {r.get('burst_delivered')}/{args.burst} "
+                    f"({time.monotonic() - t0:.1f} s)")
 
-    if "idle" in args.phases and ready_tools:
+    if "idle" in args.phases and any(ready.values()):
         sub = args.files_subdir
         idle_dir = workroot / (f"idle-{args.idle_checkpoints}-{args.idle_files}"
                                + (f"-{sub}" if sub else ""))
         log(f"idle directory {idle_dir} ...")
         scenario.build_idle_dir(idle_dir, args.idle_checkpoints, args.idle_files, sub,
                                 log=log)
-        for t in ready_tools:
-            log(f"idle {args.idle_seconds:.0f} s: {t.name} ...")
-            results[t.name].update(run_idle_phase(t, idle_dir, run_dir / t.name, args))
-            r = results[t.name]
-            log(f"  {t.name}: CPU {fmt(r.get('idle_cpu_pct'), 3)} %, "
-                f"RSS {fmt(r.get('idle_rss_mib'))} MiB")
+        for name in args.sets:
+            rs = ROW_SETS[name]
+            for t in execution_order(ready[name]):
+                what = f"idle {args.idle_seconds:.0f} s" if rs.idle_window else "ready(big)"
+                log(f"{name}: {what}: {t.name} ...")
+                r = sets[name]["tools"][t.name]
+                r.update(run_idle_phase(t, idle_dir, run_dir / name / t.name, args, rs))
+                log(f"  {t.name}: ready(big) {fmt(r.get('ready_big_ms'))} ms"
+                    + (f", CPU {fmt(r.get('idle_cpu_pct'), 3)} %, RSS {fmt(r.get('idle_rss_mib'))} MiB"
+                       if rs.idle_window else ""))
+    if not args.keep_work:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return {"meta": run_meta(args, t_start, cpu_start), "sets": sets}
 
-    out = {
-        "meta": {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "host": platform.node(), "cpus": os.cpu_count(),
-            "kernel": platform.release(), "python": sys.version.split()[0],
-            "duration_s": round(time.monotonic() - t_start, 1),
-            "args": {k: (sorted(v) if isinstance(v, set) else v) for k, v in vars(args).items()},
-            "commit": "time.time_ns(), then os.replace(checkpoint.tmp<hex>, checkpoint)",
-            "latency": "listener's $EPOCHREALTIME minus commit time",
-        },
-        "order": order,
-        "tools": results,
+
+def cpu_times() -> list[int]:
+    """The machine's `cpu` line of /proc/stat: user nice system idle iowait irq softirq steal ..."""
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:]]
+
+
+def steal_pct(before: list[int], after: list[int]) -> float | None:
+    """Time the hypervisor ran something else while this VM wanted the CPU, in % of all CPU time."""
+    total = sum(after[:8]) - sum(before[:8])
+    return 100.0 * (after[7] - before[7]) / total if total > 0 and len(after) > 7 else None
+
+
+def run_meta(args, t_start: float, cpu_start: list[int]) -> dict:
+    cpu_end = cpu_times()
+    busy = sum(cpu_end[:8]) - sum(cpu_start[:8])
+    return {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "steal_pct": steal_pct(cpu_start, cpu_end),
+        "machine_busy_pct": (100.0 * (busy - (cpu_end[3] - cpu_start[3])) / busy) if busy > 0 else None,
+        "host": platform.node(), "cpus": os.cpu_count(),
+        "kernel": platform.release(), "python": sys.version.split()[0],
+        "loadavg": os.getloadavg(),
+        "duration_s": round(time.monotonic() - t_start, 1),
+        "args": {k: (sorted(v) if isinstance(v, set) else v) for k, v in vars(args).items()},
+        "commit": "time.time_ns(), then os.replace(checkpoint.tmp<hex>, checkpoint)",
+        "latency": "listener's $EPOCHREALTIME minus commit time",
+        "machine": machine.facts(quick=True),
+        "ckptwatch_install": ckptwatch_install(args),
     }
+
+
+def ckptwatch_install(args) -> dict:
+    """How the ckptwatch measured is installed (bytecode, editable hook), from the Python beside it."""
+    command = args.ckptwatch.split() if args.ckptwatch else default_ckptwatch_command()
+    exe = Path(command[0])
+    python = command[0] if "python" in exe.name else str(exe.parent / "python")
+    return machine.install_facts(python) if Path(python).exists() else {"python": None}
+
+
+def render(run: dict) -> str:
+    parts = []
+    for name, rs in run["sets"].items():
+        parts.append(f"== {name}: {rs['title']}")
+        parts.append(table(rs["tools"], rs["order"], realistic=ROW_SETS[name].manager))
+    return "\n\n".join(parts)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    random.seed(args.seed)
+    t_start = time.monotonic()
+    cpu_start = cpu_times()
+    if not args.ckptwatch:
+        # An installed package has its bytecode compiled (pip does it); a source
+        # checkout under PYTHONDONTWRITEBYTECODE never would: every start would pay for it.
+        import compileall
+        compileall.compile_dir(str(HERE.parent / "ckptwatch"), quiet=1)
+    runs = []
+    for i in range(args.repeat):
+        prefix = f"run {i + 1} of {args.repeat}: " if args.repeat > 1 else ""
+        runs.append(run_once(args, prefix))
+        if args.repeat > 1:
+            print(f"---- run {i + 1} of {args.repeat} (load average {os.getloadavg()[0]:.2f})\n",
+                  flush=True)
+            print(render(runs[-1]) + "\n", flush=True)
+    if args.repeat == 1:
+        out = runs[0]
+    else:
+        out = {"meta": run_meta(args, t_start, cpu_start), "runs": runs, "summary": summary.aggregate(runs)}
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(out, indent=2, default=str) + "\n")
-    if not args.keep_work:
-        shutil.rmtree(run_dir, ignore_errors=True)
-    print(table(results, order))
-    print(f"\n{len(ready_tools)} of {len(tools)} tools available, run in "
-          f"{time.monotonic() - t_start:.0f} s; JSON: {out_path}")
+    print(render(runs[0]) if args.repeat == 1 else summary.render_medians(out["summary"]))
+    n_tools = len({n for r in runs for rs in r["sets"].values() for n in rs["order"]})
+    meta = out["meta"]
+    print(f"\n{n_tools} tools, {args.repeat} run(s) in {time.monotonic() - t_start:.0f} s; load average "
+          f"now {os.getloadavg()[0]:.2f}; machine busy {fmt(meta['machine_busy_pct'], 0)} %, CPU steal "
+          f"{fmt(meta['steal_pct'], 1)} % over the run; JSON: {out_path}")
     return 0
 
 

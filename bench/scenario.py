@@ -2,7 +2,10 @@
 
 - `Writer` saves TensorFlow-style checkpoints: the `.data` and `.index` files
   first, then the commit, an `os.replace` of `checkpoint.tmp<hex>` onto the
-  state file `checkpoint` (as `tf.train.Saver` / `CheckpointManager` do).
+  state file `checkpoint` (as `tf.train.Saver` does).
+- `ManagerWriter` saves as TF2's `tf.train.CheckpointManager` does (the
+  realistic row set): `ckpt-N_temp/`, its files renamed out, the data in place
+  a while before the commit, the state file written twice with rotation between.
 - `write_listener` writes the bash listener that every tool starts;
   `write_class_listener` and `write_serve_listener` the two Python ones
   ckptwatch can run instead (a warm class, a `serve()` script).
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import time
 import uuid
@@ -22,12 +26,19 @@ from pathlib import Path
 
 STATE_FILE = "checkpoint"
 PREFIX = "model.ckpt"
+DATA = ".data-00000-of-00001"
 
 
-def state_text(steps: list[int]) -> str:
-    """The text proto TF writes to `checkpoint`: the newest prefix, then the kept ones."""
-    lines = [f'model_checkpoint_path: "{PREFIX}-{steps[-1]}"']
-    lines += [f'all_model_checkpoint_paths: "{PREFIX}-{s}"' for s in steps]
+def state_text(steps: list[int], prefix: str = PREFIX, timestamps: list[float] | None = None) -> str:
+    """The text proto TF writes to `checkpoint`: the newest prefix, then the kept ones.
+
+    With `timestamps` (one per kept step), the lines TF2's CheckpointManager adds.
+    """
+    lines = [f'model_checkpoint_path: "{prefix}-{steps[-1]}"']
+    lines += [f'all_model_checkpoint_paths: "{prefix}-{s}"' for s in steps]
+    if timestamps is not None:
+        lines += [f"all_model_checkpoint_timestamps: {t:.6f}" for t in timestamps]
+        lines.append(f"last_preserved_timestamp: {timestamps[0] - 1:.6f}")
     return "\n".join(lines) + "\n"
 
 
@@ -40,6 +51,8 @@ class Writer:
     sharded: write the data into `model.ckpt-N_temp/` first and move it out,
       as the sharded saver (the default of CheckpointSaverHook) does.
     """
+
+    prefix = PREFIX
 
     def __init__(self, directory: Path, keep: int = 5, rotate: bool = False,
                  sharded: bool = False, data_bytes: int = 64,
@@ -63,7 +76,7 @@ class Writer:
     def prepare(self, step: int) -> None:
         """Everything of a save except its commit."""
         d = str(self.dir)
-        prefix = f"{d}/{PREFIX}-{step}"
+        prefix = f"{d}/{self.prefix}-{step}"
         if self.sharded:
             tmp = f"{prefix}_temp"
             os.mkdir(tmp)
@@ -79,8 +92,10 @@ class Writer:
             self._write(f"{prefix}.index", b"index")
         self.written.append(step)
 
-    def commit(self, step: int) -> int:
+    def commit(self, step: int, lead: float | None = None) -> int:
         """Save `step` and commit it; return time.time_ns() just before the replace.
+
+        `lead`: seconds between the data in place and the commit (this writer: none).
 
         Not after it: the watcher the rename wakes may run first on this CPU
         (wake-up preemption), and a clock read after the call would then be
@@ -91,33 +106,93 @@ class Writer:
         self.kept.append(step)
         dropped = self.kept[:-self.keep]
         self.kept = self.kept[-self.keep:]
+        t = self._replace_state(state_text(self.kept, self.prefix))
+        if self.rotate:
+            self._delete(dropped)
+        return t
+
+    def _replace_state(self, text: str) -> int:
+        """Write the state file to a temp name and rename it onto `checkpoint`; the time just before."""
         tmp = f"{self.dir}/{STATE_FILE}.tmp{uuid.uuid4().hex}"
-        self._write(tmp, state_text(self.kept).encode())
+        self._write(tmp, text.encode())
         t = time.time_ns()
         os.replace(tmp, f"{self.dir}/{STATE_FILE}")
         self.last_replace_ns = time.time_ns() - t
-        if self.rotate:
-            for s in dropped:
-                for suffix in (".index", ".data-00000-of-00001"):
-                    try:
-                        os.remove(f"{self.dir}/{PREFIX}-{s}{suffix}")
-                    except FileNotFoundError:
-                        pass
         return t
+
+    def _delete(self, steps: list[int]) -> None:
+        for s in steps:
+            for suffix in (".index", DATA):
+                try:
+                    os.remove(f"{self.dir}/{self.prefix}-{s}{suffix}")
+                except FileNotFoundError:
+                    pass
 
     def remove_written(self) -> None:
         """Delete the prefixes this writer saved (used to restore the idle directory)."""
-        for s in self.written:
-            for suffix in (".index", ".data-00000-of-00001"):
-                try:
-                    os.remove(f"{self.dir}/{PREFIX}-{s}{suffix}")
-                except FileNotFoundError:
-                    pass
+        self._delete(self.written)
         self.written.clear()
 
 
+class ManagerWriter(Writer):
+    """Saves as TF2's `tf.train.CheckpointManager(max_to_keep=keep)` does.
+
+    The order is the traced one (/work/shared/traces/tf2_manager.trace.txt):
+    `ckpt-N_temp/` is made, `part-00000-of-00001.{data-00000-of-00001,index}`
+    are written under `.tempstate<u64>` names and renamed, the data file is
+    renamed out to `ckpt-N.data-00000-of-00001`, `ckpt-N.index` is written in
+    place, the part index deleted and `_temp/` removed. `lead` seconds later
+    (a small model in a CI smoke run: about 20 ms) the state file is renamed
+    in, still listing the prefix rotation is about to drop; the dropped
+    prefix's `.index` and `.data` are deleted, and the state file is
+    written again without it (TF writes it twice even when nothing is
+    dropped). The commit time is the first rename's.
+    """
+
+    prefix = "ckpt"
+
+    def __init__(self, directory: Path, keep: int = 5, lead: float = 0.020, data_bytes: int = 64,
+                 initial: list[int] | None = None):
+        super().__init__(directory, keep=keep, rotate=True, data_bytes=data_bytes, initial=initial)
+        self.lead = lead
+        self.stamps: dict[int, float] = {}
+
+    def prepare(self, step: int) -> None:
+        prefix = f"{self.dir}/{self.prefix}-{step}"
+        tmp = f"{prefix}_temp"
+        part = f"{tmp}/part-00000-of-00001"
+        os.mkdir(tmp)
+        for suffix, data in ((DATA, self.payload), (".index", b"part index")):
+            temp = f"{part}{suffix}.tempstate{random.getrandbits(63)}"
+            self._write(temp, data)
+            os.rename(temp, f"{part}{suffix}")
+        os.rename(f"{part}{DATA}", f"{prefix}{DATA}")
+        self._write(f"{prefix}.index", b"merged index")
+        os.remove(f"{part}.index")
+        os.rmdir(tmp)
+        self.written.append(step)
+
+    def commit(self, step: int, lead: float | None = None) -> int:
+        self.prepare(step)
+        lead = self.lead if lead is None else lead
+        if lead > 0:
+            time.sleep(lead)
+        self.stamps[step] = time.time()
+        self.kept.append(step)
+        dropped = self.kept[:-self.keep]
+        t = self._replace_state(self._state(self.kept))
+        self.kept = self.kept[-self.keep:]
+        self._delete(dropped)
+        self._replace_state(self._state(self.kept))
+        return t
+
+    def _state(self, steps: list[int]) -> str:
+        now = time.time()
+        return state_text(steps, self.prefix, [self.stamps.get(s, now) for s in steps])
+
+
 LISTENER = r"""#!/bin/bash
-# ckptwatch: events=after_save
+__SUBSCRIBE__
 t=$EPOCHREALTIME
 # Above: the start time, before anything else (no fork anywhere in this script).
 # ckptwatch passes the event as argv[1] (and CKPTWATCH_EVENT); record after_save only.
@@ -131,7 +206,7 @@ else
   # The tool said only that `checkpoint` changed: read the step it names now.
   l=
   { IFS= read -r l; } < __STATE__ 2>/dev/null
-  s=${l##*model.ckpt-}; s=${s%%\"*}; src=file
+  s=${l##*ckpt-}; s=${s%%\"*}; src=file
 fi
 printf '%s %s %s\n' "$t" "${s:-?}" "$src" >> __RECORDS__
 """
@@ -141,16 +216,22 @@ def _bash_quote(s: str) -> str:
     return "'" + s.replace("'", "'\\''") + "'"
 
 
-def write_listener(path: Path, watch_dir: Path, records: Path) -> Path:
+#: The first line of a listener that ckptwatch runs for after_save only; without it, for all four events.
+SUBSCRIBE = "# ckptwatch: events=after_save"
+ALL_EVENTS = "# takes all four events (no events= line), as listeners.d/10-log-event does"
+
+
+def write_listener(path: Path, watch_dir: Path, records: Path, all_events: bool = False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = (LISTENER.replace("__STATE__", _bash_quote(str(Path(watch_dir) / STATE_FILE)))
+    text = (LISTENER.replace("__SUBSCRIBE__", ALL_EVENTS if all_events else SUBSCRIBE)
+            .replace("__STATE__", _bash_quote(str(Path(watch_dir) / STATE_FILE)))
             .replace("__RECORDS__", _bash_quote(str(records))))
     path.write_text(text)
     path.chmod(0o755)
     return path
 
 
-PY_CLASS_LISTENER = """# ckptwatch: class=Bench events=after_save
+PY_CLASS_LISTENER = """# ckptwatch: class=Bench__EVENTS__
 # A warm Python class listener: one process for the session; its first line takes the time.
 import time
 
@@ -165,7 +246,7 @@ class Bench(CheckpointSaverListener):
 """
 
 PY_SERVE_LISTENER = """#!__PYTHON__
-# ckptwatch: events=after_save
+__SUBSCRIBE__
 # A serve()-style Python listener: a new interpreter per event; after_save's first line takes the time.
 import time
 
@@ -184,17 +265,19 @@ serve(Bench())
 """
 
 
-def write_class_listener(path: Path, records: Path) -> Path:
+def write_class_listener(path: Path, records: Path, all_events: bool = False) -> Path:
     """`path`.py: the warm class listener (no executable bit needed)."""
     path = path.with_suffix(".py")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(PY_CLASS_LISTENER.replace("__RECORDS__", repr(str(records))))
+    path.write_text(PY_CLASS_LISTENER.replace("__RECORDS__", repr(str(records)))
+                    .replace("__EVENTS__", "" if all_events else " events=after_save"))
     return path
 
 
-def write_serve_listener(path: Path, records: Path, python: str) -> Path:
+def write_serve_listener(path: Path, records: Path, python: str, all_events: bool = False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(PY_SERVE_LISTENER.replace("__RECORDS__", repr(str(records))).replace("__PYTHON__", python))
+    path.write_text(PY_SERVE_LISTENER.replace("__RECORDS__", repr(str(records))).replace("__PYTHON__", python)
+                    .replace("__SUBSCRIBE__", ALL_EVENTS if all_events else SUBSCRIBE))
     path.chmod(0o755)
     return path
 

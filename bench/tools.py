@@ -37,11 +37,14 @@ class Tool:
     step_from = "file"      # where the listener learns the step: file | tool | ckptwatch
     listener_in_dir = False  # True: the tool takes a listener directory
 
-    def write_listener(self, path: Path, watch_dir: Path, records: Path) -> Path:
-        """The listener this tool starts (the same bash script for every tool, unless it says otherwise)."""
+    def write_listener(self, path: Path, watch_dir: Path, records: Path, all_events: bool = False) -> Path:
+        """The listener this tool starts (the same bash script for every tool, unless it says otherwise).
+
+        all_events: ckptwatch runs it for all four events (it records after_save only).
+        """
         from bench import scenario
 
-        return scenario.write_listener(path, watch_dir, records)
+        return scenario.write_listener(path, watch_dir, records, all_events)
 
     def unavailable(self) -> str | None:
         return None
@@ -224,12 +227,12 @@ class CkptwatchPython(Ckptwatch):
                 return f"`{' '.join(self.command)}` has no Python class listeners yet (no fire command)"
         return reason
 
-    def write_listener(self, path, watch_dir, records):
+    def write_listener(self, path, watch_dir, records, all_events=False):
         from bench import scenario
 
         if self.kind == "class":
-            return scenario.write_class_listener(path, records)
-        return scenario.write_serve_listener(path, records, sys.executable)
+            return scenario.write_class_listener(path, records, all_events)
+        return scenario.write_serve_listener(path, records, sys.executable, all_events)
 
 
 def find_watchmedo(given: str | None) -> str | None:
@@ -242,8 +245,11 @@ def find_watchmedo(given: str | None) -> str | None:
     return str(sibling) if sibling.exists() else None
 
 
-def all_tools(args) -> list[Tool]:
-    """Every tool in table order, filtered by --tools when given."""
+def all_tools(args, names: str | None = None) -> list[Tool]:
+    """Every tool in table order, filtered by `names` (comma-separated; None: every default tool).
+
+    The floor is always in: the ratios need the floor of the same run.
+    """
     wm = find_watchmedo(args.watchmedo)
     ck = shlex.split(args.ckptwatch) if args.ckptwatch else default_ckptwatch_command()
     tools = [
@@ -258,14 +264,14 @@ def all_tools(args) -> list[Tool]:
         Watchmedo(wm, polling=True),
     ]
     default_off = {"watchmedo-poll"}
-    if args.tools:
-        wanted = [t.strip() for t in args.tools.split(",") if t.strip()]
+    if names:
+        wanted = [t.strip() for t in names.split(",") if t.strip()]
         unknown = set(wanted) - {t.name for t in tools}
         if unknown:
             raise SystemExit(f"unknown tool(s): {', '.join(sorted(unknown))}; "
                              f"known: {', '.join(t.name for t in tools)}")
         if "floor" not in wanted:
-            wanted.insert(0, "floor")  # ratios need the floor of the same run
+            wanted.insert(0, "floor")
         return [t for t in tools if t.name in wanted]
     return [t for t in tools if t.name not in default_off]
 
