@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import random
+import shlex
 import shutil
 import subprocess
 import sys
@@ -197,18 +198,23 @@ def phase_help(tool: Tool, reps: int) -> dict:
             "help_exit": sorted(codes), "help_argv": tool.help_argv()}
 
 
-def phase_latency(s: Session, n: int, args) -> dict:
-    tool = s.tool
-    commits: dict[int, int] = {}
-    samples: list[float] = []
-    missed: list[int] = []
-    replace_ms: list[float] = []  # how long each commit's os.replace appeared to take
-    first_index = len(s.records.all)
-    for i in range(n):
-        step = LAT_BASE + i
+class Latency:
+    """The latency saves of one session: one commit at a time, each waited for alone."""
+
+    def __init__(self, s: Session, args):
+        self.s = s
+        self.args = args
+        self.commits: dict[int, int] = {}
+        self.samples: list[float] = []
+        self.missed: list[int] = []
+        self.replace_ms: list[float] = []  # how long each commit's os.replace appeared to take
+        self.first_index = len(s.records.all)
+
+    def save(self, step: int) -> None:
+        s, tool, args = self.s, self.s.tool, self.args
         t_c = s.writer.commit(step)
-        commits[step] = t_c
-        replace_ms.append(s.writer.last_replace_ns / 1e6)
+        self.commits[step] = t_c
+        self.replace_ms.append(s.writer.last_replace_ns / 1e6)
         if tool.slow:
             time.sleep(args.gap_ms / 1000)
         else:
@@ -222,23 +228,49 @@ def phase_latency(s: Session, n: int, args) -> dict:
             s.check_alive()
             time.sleep(0.005 if tool.slow else 0.002)
         if rec is None:
-            missed.append(step)
+            self.missed.append(step)
         else:
-            samples.append((rec.t_ns - t_c) / 1e6)
+            self.samples.append((rec.t_ns - t_c) / 1e6)
         if tool.slow:
             # Commits land at a random point of the tool's polling period.
             time.sleep(random.uniform(0, args.slow_jitter_ms) / 1000)
-    s.settle(quiet_for(tool), 10)
-    recs = [r for r in s.records.all[first_index:] if r.step in commits]
-    distinct = {r.step for r in recs}
-    out = {"latency_ms": stats.summary(samples), "latency_saves": n,
-           "latency_missed": len(missed), "latency_runs": len(recs),
-           "latency_doubled": len(recs) - len(distinct),
-           "replace_ms": stats.summary(replace_ms),
-           "latency_samples_ms": [round(x, 4) for x in samples]}
-    if not samples:
-        raise NotMeasured(f"none of {n} commits reached the listener within "
-                          f"{tool.latency_timeout:.0f} s")
+
+    def result(self) -> dict:
+        s, n = self.s, len(self.commits)
+        s.settle(quiet_for(s.tool), 10)
+        recs = [r for r in s.records.all[self.first_index:] if r.step in self.commits]
+        distinct = {r.step for r in recs}
+        out = {"latency_ms": stats.summary(self.samples), "latency_saves": n,
+               "latency_missed": len(self.missed), "latency_runs": len(recs),
+               "latency_doubled": len(recs) - len(distinct),
+               "replace_ms": stats.summary(self.replace_ms),
+               "latency_samples_ms": [round(x, 4) for x in self.samples]}
+        if not self.samples:
+            raise NotMeasured(f"none of {n} commits reached the listener within "
+                              f"{s.tool.latency_timeout:.0f} s")
+        return out
+
+
+def phase_latency(s: Session, n: int, args) -> dict:
+    lat = Latency(s, args)
+    for i in range(n):
+        lat.save(LAT_BASE + i)
+    return lat.result()
+
+
+def phase_latency_paired(sessions: list[Session], n: int, args) -> list[dict | NotMeasured]:
+    """The same, for two tools alive at once, their saves alternating (ABBA...): load that
+    comes and goes in a shared machine falls on both alike, so their difference holds."""
+    lats = [Latency(s, args) for s in sessions]
+    for i in range(n):
+        for lat in (lats if i % 2 == 0 else lats[::-1]):
+            lat.save(LAT_BASE + i)
+    out: list[dict | NotMeasured] = []
+    for lat in lats:
+        try:
+            out.append(lat.result())
+        except NotMeasured as e:
+            out.append(e)
     return out
 
 
@@ -274,32 +306,36 @@ def phase_burst(s: Session, n: int, args) -> dict:
         "burst_step_from": sorted({r.src for r in recs}),
     }
     if s.tool.step_from == "ckptwatch":
-        out["burst_vanished"] = vanished_runs(s.log_path, committed)
+        out["burst_dispatched"], out["burst_vanished"] = after_saves_logged(s.log_path, committed)
     return out
 
 
-def vanished_runs(log_path: Path, steps: set[int]) -> int:
-    """after_save runs ckptwatch skipped because rotation deleted the checkpoint first (its JSON log)."""
-    n = 0
+def after_saves_logged(log_path: Path, steps: set[int]) -> tuple[int, int]:
+    """From ckptwatch's JSON log: after_save events it dispatched for `steps`, and the runs it
+    skipped because rotation deleted the checkpoint before the listener's turn ("vanished")."""
+    dispatched = vanished = 0
     try:
         lines = log_path.read_text(errors="replace").splitlines()
     except OSError:
-        return 0
+        return 0, 0
     for line in lines:
-        if '"vanished"' not in line:
+        if '"after_save"' not in line:
             continue
         try:
             rec = json.loads(line)
         except ValueError:
             continue
-        if rec.get("kind") == "run" and rec.get("event") == "after_save" \
-                and rec.get("outcome") == "vanished" and rec.get("step") in steps:
-            n += 1
-    return n
+        if rec.get("event") != "after_save" or rec.get("step") not in steps:
+            continue
+        if rec.get("kind") == "event":
+            dispatched += 1
+        elif rec.get("kind") == "run" and rec.get("outcome") == "vanished":
+            vanished += 1
+    return dispatched, vanished
 
 
-def run_main_phases(tool: Tool, work: Path, args, rs: RowSet) -> dict:
-    """Fresh directory: ready, latency, burst; then more starts for ready alone."""
+def open_session(tool: Tool, work: Path, args, rs: RowSet) -> tuple[Session, dict]:
+    """A fresh directory and the tool started on it, ready (raises NotMeasured when it never is)."""
     d = work / "ckpt"
     d.mkdir(parents=True)
     s = Session(tool, d, work / "tool", rs.writer(d, args), rs.all_events)
@@ -308,11 +344,25 @@ def run_main_phases(tool: Tool, work: Path, args, rs: RowSet) -> dict:
         s.start()
         res.update(s.wait_ready(WARM_BASE, args.warmup_ms / 1000))
         s.settle(quiet_for(tool), 30)
-        n = args.slow_saves if tool.slow else args.saves
-        try:
-            res.update(phase_latency(s, n, args))
-        except NotMeasured as e:
-            res["latency_na"] = str(e)
+    except NotMeasured as e:
+        res["ready_na"] = str(e)
+        stop_session(s, res)
+        raise NotReady(res) from None
+    return s, res
+
+
+class NotReady(Exception):
+    """The tool never became ready; `res` says why (ready_na) and holds its stop and log tail."""
+
+    def __init__(self, res: dict):
+        super().__init__(res.get("ready_na"))
+        self.res = res
+
+
+def close_session(s: Session, res: dict, args, rs: RowSet, work: Path) -> dict:
+    """Burst, memory, stop; then more starts for ready alone."""
+    tool = s.tool
+    try:
         try:
             res.update(phase_burst(s, args.burst, args))
         except NotMeasured as e:
@@ -322,15 +372,62 @@ def run_main_phases(tool: Tool, work: Path, args, rs: RowSet) -> dict:
         # A warm listener's own process (ckptwatch-class): a child of the watcher that outlives runs.
         res["listener_memory"] = procs.memory([pid for pid in tree if pid != s.proc.pid])
     except NotMeasured as e:
-        res["ready_na"] = str(e)
+        res["burst_na"] = str(e)
     finally:
-        res["stop"] = s.stop()
-        res["log_tail"] = s.log_tail(5)
-        if tool.step_from == "ckptwatch":
-            res["ready_line_ms"] = s.ready_line_ms()
+        stop_session(s, res)
     if "ready_ms" in res and not tool.slow and args.ready_reps > 1:
         res.update(phase_ready_reps(tool, work, args, rs, res["ready_ms"]))
     return res
+
+
+def stop_session(s: Session, res: dict) -> None:
+    if "stop" in res:
+        return
+    res["stop"] = s.stop()
+    res["log_tail"] = s.log_tail(5)
+    if s.tool.step_from == "ckptwatch":
+        res["ready_line_ms"] = s.ready_line_ms()
+
+
+def run_main_phases(tool: Tool, work: Path, args, rs: RowSet) -> dict:
+    """Fresh directory: ready, latency, burst; then more starts for ready alone."""
+    try:
+        s, res = open_session(tool, work, args, rs)
+    except NotReady as e:
+        return e.res
+    try:
+        res.update(phase_latency(s, args.slow_saves if tool.slow else args.saves, args))
+    except NotMeasured as e:
+        res["latency_na"] = str(e)
+    return close_session(s, res, args, rs, work)
+
+
+def run_pair(tools: list[Tool], work: Path, args, rs: RowSet) -> dict[str, dict]:
+    """The floor and ckptwatch, each started alone (ready), then their latency saves interleaved."""
+    opened: list[tuple[Tool, Session, dict]] = []
+    out: dict[str, dict] = {}
+    for tool in tools:
+        log(f"{rs.name}: ready: {tool.name} ...")
+        try:
+            s, res = open_session(tool, work / tool.name, args, rs)
+            opened.append((tool, s, res))
+        except NotReady as e:
+            out[tool.name] = e.res
+    try:
+        log(f"{rs.name}: latency, {args.saves} saves each, alternating: "
+            + ", ".join(t.name for t, _, _ in opened) + " ...")
+        results = phase_latency_paired([s for _, s, _ in opened], args.saves, args)
+        for (tool, _, res), got in zip(opened, results):
+            if isinstance(got, NotMeasured):
+                res["latency_na"] = str(got)
+            else:
+                res.update(got)
+            res["latency_paired_with"] = [t.name for t, _, _ in opened if t is not tool]
+    finally:
+        for tool, s, res in opened:
+            log(f"{rs.name}: burst: {tool.name} ...")
+            out[tool.name] = close_session(s, res, args, rs, work / tool.name)
+    return out
 
 
 def phase_ready_reps(tool: Tool, work: Path, args, rs: RowSet, first: float) -> dict:
@@ -495,9 +592,10 @@ def table(results: dict, order: list[str], realistic: bool = False) -> str:
             notes.append(f"{name}: {r['latency_doubled']} extra listener runs in the "
                          f"latency phase ({why})")
         if r.get("burst_vanished"):
-            notes.append(f"{name}: {r['burst_vanished']} of the burst's {r['burst_missed']} missed were "
-                         f"skipped as vanished: rotation deleted the checkpoint before its listener's turn "
-                         f"(journaled, logged)")
+            never = r["burst_commits"] - r.get("burst_dispatched", 0)
+            notes.append(f"{name}: of the burst's {r['burst_missed']} missed, {r['burst_vanished']} were "
+                         f"skipped as vanished (rotation deleted the checkpoint before its listener's turn; "
+                         f"journaled, logged) and {never} never dispatched (rotated away between two looks)")
         if r.get("burst_step_from") == ["file"]:
             notes.append(f"{name}: * the tool gives no step: the listener read it from "
                          f"`checkpoint` after starting, so deliv/missed/doubled count what "
@@ -534,6 +632,10 @@ def parse_args(argv=None):
                    help="spacing of the warm-up commits that find a tool ready (its resolution)")
     p.add_argument("--ready-reps", type=int,
                    help="starts per fast tool in empty directories; ready ms is their median (5; quick 3)")
+    p.add_argument("--no-paired", dest="paired", action="store_false",
+                   help="measure the floor's and ckptwatch's latency one after the other, not alternating")
+    p.add_argument("--no-compile", dest="compile", action="store_false",
+                   help="measure ckptwatch's bytecode as found (default: compile what is missing, as pip does)")
     p.add_argument("--repeat", type=int, default=1,
                    help="full runs; with more than one, also the median and range of every figure")
     p.add_argument("--phases", default="help,main,idle",
@@ -590,6 +692,12 @@ def parse_args(argv=None):
     return args
 
 
+def log_main(name: str, r: dict, args, t0: float) -> None:
+    lat = r.get("latency_ms", {})
+    log(f"  {name}: ready {fmt(r.get('ready_ms'))} ms, p50 {fmt(lat.get('p50'), 2)} ms,"
+        f" burst {r.get('burst_delivered')}/{args.burst} ({time.monotonic() - t0:.1f} s)")
+
+
 def execution_order(tools: list[Tool]) -> list[Tool]:
     """The floor, then ckptwatch, then the rest: the two the targets compare run back to back."""
     first = [t for t in tools if t.name in ("floor", "ckptwatch")]
@@ -634,15 +742,20 @@ def run_once(args, log_prefix: str = "") -> dict:
     if "main" in args.phases:
         for name in args.sets:
             rs = ROW_SETS[name]
-            for t in execution_order(ready[name]):
+            todo = execution_order(ready[name])
+            pair = [t for t in todo if t.name in ("floor", "ckptwatch")]
+            if args.paired and len(pair) == 2:
+                t0 = time.monotonic()
+                for tname, got in run_pair(pair, run_dir / name, args, rs).items():
+                    sets[name]["tools"][tname].update(got)
+                    log_main(tname, sets[name]["tools"][tname], args, t0)
+                todo = [t for t in todo if t not in pair]
+            for t in todo:
                 log(f"{name}: ready / latency / burst: {t.name} ...")
                 t0 = time.monotonic()
                 r = sets[name]["tools"][t.name]
                 r.update(run_main_phases(t, run_dir / name / t.name, args, rs))
-                lat = r.get("latency_ms", {})
-                log(f"  {t.name}: ready {fmt(r.get('ready_ms'))} ms, p50 {fmt(lat.get('p50'), 2)} ms,"
-                    f" burst {r.get('burst_delivered')}/{args.burst} "
-                    f"({time.monotonic() - t0:.1f} s)")
+                log_main(t.name, r, args, t0)
 
     if "idle" in args.phases and any(ready.values()):
         sub = args.files_subdir
@@ -697,12 +810,41 @@ def run_meta(args, t_start: float, cpu_start: list[int]) -> dict:
     }
 
 
-def ckptwatch_install(args) -> dict:
-    """How the ckptwatch measured is installed (bytecode, editable hook), from the Python beside it."""
-    command = args.ckptwatch.split() if args.ckptwatch else default_ckptwatch_command()
+def ckptwatch_python(args) -> str | None:
+    """The Python that runs the ckptwatch measured: the command itself, or the one beside it."""
+    command = shlex.split(args.ckptwatch) if args.ckptwatch else default_ckptwatch_command()
     exe = Path(command[0])
     python = command[0] if "python" in exe.name else str(exe.parent / "python")
-    return machine.install_facts(python) if Path(python).exists() else {"python": None}
+    return python if Path(python).exists() else None
+
+
+def ckptwatch_install(args) -> dict:
+    """How the ckptwatch measured is installed (bytecode, editable hook), from the Python beside it."""
+    python = ckptwatch_python(args)
+    return machine.install_facts(python) if python else {"python": None}
+
+
+def compile_if_stale(args) -> str:
+    """Compile the measured ckptwatch's bytecode where it is missing or stale, as `pip install` does.
+
+    An editable install under PYTHONDONTWRITEBYTECODE (set on these machines) never gets
+    any: each start then compiles every module again (about 65 ms of CPU here). Compiled
+    with ckptwatch's own Python: bytecode is per version. Returns a line for the output.
+    """
+    facts = ckptwatch_install(args)
+    if not facts.get("found"):
+        return "ckptwatch's bytecode: unknown (its Python was not found beside the command)"
+    stale = facts["modules"] - facts["bytecode_fresh"]
+    note = ""
+    if stale and args.compile:
+        subprocess.run([ckptwatch_python(args), "-m", "compileall", "-q", facts["package"]],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        after = ckptwatch_install(args)
+        note = f" (the harness compiled {after['bytecode_fresh'] - facts['bytecode_fresh']} that were not)"
+        facts = after
+    hook = ", an editable install's import hook" if facts.get("editable_hook") else ""
+    return (f"ckptwatch measured: {facts['package']}, Python {facts['python']}{hook}; bytecode fresh "
+            f"for {facts['bytecode_fresh']} of {facts['modules']} modules{note}")
 
 
 def render(run: dict) -> str:
@@ -718,11 +860,8 @@ def main(argv=None) -> int:
     random.seed(args.seed)
     t_start = time.monotonic()
     cpu_start = cpu_times()
-    if not args.ckptwatch:
-        # An installed package has its bytecode compiled (pip does it); a source
-        # checkout under PYTHONDONTWRITEBYTECODE never would: every start would pay for it.
-        import compileall
-        compileall.compile_dir(str(HERE.parent / "ckptwatch"), quiet=1)
+    bytecode = compile_if_stale(args)
+    log(bytecode)
     runs = []
     for i in range(args.repeat):
         prefix = f"run {i + 1} of {args.repeat}: " if args.repeat > 1 else ""
@@ -739,6 +878,7 @@ def main(argv=None) -> int:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(out, indent=2, default=str) + "\n")
     print(render(runs[0]) if args.repeat == 1 else summary.render_medians(out["summary"]))
+    print(f"\n{bytecode}")
     n_tools = len({n for r in runs for rs in r["sets"].values() for n in rs["order"]})
     meta = out["meta"]
     print(f"\n{n_tools} tools, {args.repeat} run(s) in {time.monotonic() - t_start:.0f} s; load average "
