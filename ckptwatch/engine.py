@@ -57,6 +57,9 @@ EXIT_EXPECTATION = 4
 _ONCE_RECHECKS = 50
 #: While auto-detection is undecided, how many new subdirectories get a watch.
 _UNDECIDED_WATCHES = 64
+#: How long the watcher is quiet before a garbage collection that is due runs (a commit's
+#: listeners start first).
+_QUIET_BEFORE_GC = 0.01
 #: Seconds between polls of an object store unless --poll says otherwise.
 STORE_POLL = 5.0
 #: With --once, how many failed looks at an object store before the session ends (exit 1).
@@ -451,8 +454,7 @@ class Session:
         waker.hint_everything()  # the first scan, at once, of everything
         first = True
         while True:
-            self.engine.collector.collect()  # between looks: no collection in the middle of one
-            woken = self.engine.waker.wait(self._wait_timeout())
+            woken = self._wait()
             recheck = not woken and self.recheck_at is not None and time.monotonic() >= self.recheck_at
             if recheck:
                 self.stats["recheck_waits"] += 1
@@ -501,6 +503,22 @@ class Session:
                 if self.recheck_at is None or self._once_rechecks >= _ONCE_RECHECKS:
                     return "once"
                 self._once_rechecks += 1
+
+    def _wait(self) -> bool:
+        """Wait for a wake or the next timer; True if woken.
+
+        A garbage collection that is due waits until the watcher has been
+        quiet for a moment (a look's listeners are starting just after it)
+        and is never in the middle of a look.
+        """
+        waker, collector = self.engine.waker, self.engine.collector
+        timeout = self._wait_timeout()
+        if collector.due() and timeout > _QUIET_BEFORE_GC:
+            if waker.wait(_QUIET_BEFORE_GC):
+                return True
+            collector.collect()
+            timeout = self._wait_timeout()
+        return waker.wait(timeout)
 
     def _polled(self) -> None:
         """A look at an object store worked: the outage (if any) is over; its cost in the debug log."""

@@ -6,8 +6,9 @@ collection (0.1-0.3 ms, a second-generation one 1.6 ms) between its
 notification and its listener's start. :class:`IdleCollector` raises the
 automatic threshold out of the way (it stays as a safety net, so memory stays
 bounded whatever the other threads allocate) and the engine calls
-:meth:`~IdleCollector.collect` just before it waits, where a collection
-delays nothing: it runs the generations that the normal thresholds would have
+:meth:`~IdleCollector.collect` once it has been quiet for a moment, where a
+collection delays nothing (not a look, nor the start of the listeners a look
+just started): it runs the generations that the normal thresholds would have
 run by then. What was alive at start-up (imports, listeners, the journal) is
 frozen out of later collections.
 """
@@ -43,13 +44,15 @@ class IdleCollector:
         gc.set_threshold(*self._saved)
         gc.unfreeze()
 
+    def due(self) -> bool:
+        """Whether the normal thresholds would have collected by now."""
+        return gc.isenabled() and 0 < self._saved[0] < gc.get_count()[0]
+
     def collect(self) -> int | None:
         """Collect what the normal thresholds would have by now; the generation collected, or None."""
-        if not gc.isenabled() or self._saved[0] <= 0:
+        if not self.due():
             return None
         counts = gc.get_count()
-        if counts[0] <= self._saved[0]:
-            return None
         # As CPython picks: the oldest generation whose count is past its own threshold.
         generation = max(g for g in range(len(counts)) if counts[g] > self._saved[g] or g == 0)
         gc.collect(generation)

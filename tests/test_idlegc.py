@@ -36,7 +36,9 @@ def test_cycles_wait_for_collect_and_go_then():
         ref = weakref.ref(Node())
         keep = [[] for _ in range(5000)]
         assert ref() is not None, "collected on the way: the threshold was not moved"
+        assert collector.due()
         assert collector.collect() is not None
+        assert not collector.due()
         assert ref() is None
         assert collector.collect() is None  # nothing past the threshold since
         del keep
