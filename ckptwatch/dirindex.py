@@ -189,7 +189,8 @@ class DirIndex:
         """Look again at these names only (they were hinted by notifications)."""
         for name in names:
             self._moved = True  # DIR is no longer as the watcher found it
-            if name in self.ignore or not name or "/" in name:
+            name = name.split("/", 1)[0]  # from a watch deeper down: the top-level entry it is in
+            if name in self.ignore or not name:
                 continue
             if name not in self._entries and not (self._keep(name, False) or self._keep(name, True)):
                 for view in self._views.values():

@@ -465,6 +465,10 @@ class Session:
                     self.index.relist()
                     if everything and not first and not reason:
                         self.hub.rescanned("relist")
+                elif recheck and self.watcher is not None:
+                    # A layout's second look (a file written in place settling): it looks again
+                    # at what asked for it, not at every checkpoint; notifications tell the rest.
+                    self.hub.rescanned("recheck")
                 elif not woken:
                     self.hub.rescanned("recheck" if recheck else "timer" if self.watcher is not None else "poll")
                     # A poll tick, or the safety timer: look at every marker again. A

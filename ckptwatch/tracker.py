@@ -14,6 +14,11 @@ DESIGN.md:
 A checkpoint is known by its identity (layout, path, step, and the mtime and
 size of its own completion file), so a rescan of the same save is not new and
 a re-save under the same name is.
+
+An observation may be a delta (``Observation.delta``, after notifications):
+its ``committed`` holds only the checkpoints of the entries a layout looked at.
+That is all the tracker needs (every other one was in an earlier observation),
+so an observation costs in proportion to what changed, not to the checkpoints.
 """
 
 from __future__ import annotations

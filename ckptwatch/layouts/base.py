@@ -4,7 +4,8 @@ A layout turns one look at a directory into an :class:`Observation`: the
 committed checkpoints (by the framework's own commit rule, never because a
 file appeared) and the saves under way. It reads markers, not every file, and
 never writes. Subclasses set the class attributes and implement ``detect`` and
-``scan``.
+``scan``; most scan entry by entry and look again only where a notification
+points (:mod:`.entries`).
 """
 
 from __future__ import annotations
@@ -116,6 +117,12 @@ class Observation:
     asks for another scan within that many seconds even without a
     notification: a layout that commits a file written in place by "complete
     content, and the same size and mtime at two looks" needs the second look.
+
+    ``delta``: ``committed`` holds only the checkpoints of the entries looked at
+    this time (after notifications); every other committed checkpoint was in an
+    earlier observation, as it is. ``in_progress`` and ``watch`` are always
+    whole. Not a delta: everything DIR holds (the first look, a look at
+    everything).
     """
 
     committed: list[Checkpoint] = field(default_factory=list)
@@ -123,6 +130,7 @@ class Observation:
     watch: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     recheck: float | None = None
+    delta: bool = False
 
 
 class Layout:
@@ -156,8 +164,6 @@ class Layout:
         # Bound straight to the access methods: a local stat is one call to os.lstat, no extra layer.
         self.stat = self.fs.stat  # type: ignore[method-assign]
         self.join = self.fs.join  # type: ignore[method-assign]
-        self._settled_checkpoints: dict[str, Checkpoint] = {}
-        self._full_passes = 0
 
     #: A regular expression (for ``re.search``) that every name ``interesting`` keeps
     #: matches, so a full listing can filter names in C; None: any name may be.
@@ -186,36 +192,6 @@ class Layout:
     def scan(self, listing: Listing) -> Observation:
         """Read the markers under ``listing`` into an observation."""
         raise NotImplementedError
-
-    #: In passes that look at everything, a settled checkpoint is verified again every Nth pass.
-    settled_every: ClassVar[int] = 3
-
-    def settled(self, name: str, listing: Listing) -> Checkpoint | None:
-        """A checkpoint committed at an earlier look that need not be read again now.
-
-        Reused when nothing hinted at ``name`` since; in a pass that looks at
-        everything (poll tick, safety timer), verified again every
-        ``settled_every``-th pass, so a re-save in place is still found.
-        """
-        known = self._settled_checkpoints.get(name)
-        if known is None:
-            return None
-        if listing.changed is None:
-            return known if self._full_passes % self.settled_every else None
-        return None if name in listing.changed else known
-
-    def remember(self, name: str, checkpoint: Checkpoint | None) -> None:
-        if checkpoint is None:
-            self._settled_checkpoints.pop(name, None)
-        else:
-            self._settled_checkpoints[name] = checkpoint
-
-    def begin_scan(self, listing: Listing) -> None:
-        """Call first in ``scan``: counts full passes, forgets entries that are gone."""
-        if listing.changed is None:
-            self._full_passes += 1
-        for gone in [n for n in self._settled_checkpoints if n not in listing.dirs and n not in listing.files]:
-            del self._settled_checkpoints[gone]
 
     def diagnose(self) -> list[str]:
         """Suspicious things only a closer look finds (for ``ckptwatch doctor``); default none."""

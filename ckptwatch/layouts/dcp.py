@@ -10,7 +10,8 @@ from __future__ import annotations
 import stat
 import re
 
-from .base import Checkpoint, Layout, Listing, Observation, SaveInProgress, trailing_step
+from .base import Checkpoint, Listing, Observation, SaveInProgress, trailing_step
+from .entries import EntryLayout, Found
 
 __all__ = ["DCPLayout"]
 
@@ -20,7 +21,7 @@ _MEGATRON = re.compile(r"^iter_\d{7,}$")
 _DETECT_LOOKS = 8
 
 
-class DCPLayout(Layout):
+class DCPLayout(EntryLayout):
     name = "dcp"
     framework = "torch.distributed.checkpoint"
     starts = "a directory whose name ends with the step (step-N/) without .metadata"
@@ -43,26 +44,18 @@ class DCPLayout(Layout):
 
     def scan(self, listing: Listing) -> Observation:
         obs = Observation()
-        self.begin_scan(listing)
-        for name in listing.dirs:
-            step = trailing_step(name)
-            if step is None:
-                continue
-            known = self.settled(name, listing)
-            if known is not None:
-                obs.committed.append(known)
-                continue
-            marker = f"{name}/{METADATA}"
-            st = self.stat(marker)
-            if st is not None and not stat.S_ISREG(st.st_mode):
-                obs.problems.append(f"{marker} is not a regular file (a symbolic link?); not a commit")
-                st = None
-            if st is None or st.st_size == 0:
-                self.remember(name, None)
-                obs.in_progress.append(SaveInProgress(step, name))
-                obs.watch.append(name)
-            else:
-                checkpoint = Checkpoint(self.name, step, name, marker, st.st_mtime_ns, st.st_size)
-                self.remember(name, checkpoint)
-                obs.committed.append(checkpoint)
+        self.look_at_entries(listing, obs)
         return obs
+
+    def look_at(self, name: str, is_dir: bool, listing: Listing, obs: Observation) -> Found | None:
+        step = trailing_step(name) if is_dir else None
+        if step is None:
+            return None
+        marker = f"{name}/{METADATA}"
+        st = self.stat(marker)
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            obs.problems.append(f"{marker} is not a regular file (a symbolic link?); not a commit")
+            st = None
+        if st is None or st.st_size == 0:
+            return Found(starting=(SaveInProgress(step, name),), watch=(name,))
+        return Found(committed=(Checkpoint(self.name, step, name, marker, st.st_mtime_ns, st.st_size),))

@@ -26,7 +26,7 @@ import string
 from collections.abc import Iterable
 
 from .access import Access
-from .base import Listing, Observation
+from .base import Checkpoint, Listing, Observation
 from .singlefile import FileLayout
 
 __all__ = ["GlobLayout", "translate"]
@@ -104,29 +104,45 @@ class GlobLayout(FileLayout):
         self._literal_dirs = [not re.search(r"[{}*?]", part) for part in parts[:-1]]
         self._last = re.compile(translate(parts[-1]))
         self._said: set[str] = set()
-        self._watch: list[str] = []
+        self._levels: dict[str, list[str]] = {}  # per top-level directory: its directories at the pattern's depth
 
     @classmethod
     def detect(cls, listing: Listing) -> str | None:
         return None
 
-    def files(self, listing: Listing, obs: Observation) -> Iterable[str]:
-        level = [""]
-        for regex in self._dirs:
-            level = [os.path.join(d, n) for d in level
-                     for n in sorted(listing.dirs if d == "" else self._entries(d)[1]) if regex.fullmatch(n)]
-        self._watch = level if self._dirs else []
+    def paths(self, name: str, is_dir: bool, obs: Observation) -> Iterable[str]:
+        """A top-level file, or the files under a top-level directory at the pattern's depth."""
+        if not self._dirs:
+            if is_dir and self._last.fullmatch(name):
+                self._say_directory(name, obs)
+            return () if is_dir else (name,)
+        if not is_dir or not self._dirs[0].fullmatch(name):
+            return ()
+        level = [name]
+        for regex in self._dirs[1:]:
+            level = [os.path.join(d, n) for d in level for n in sorted(self._entries(d)[1]) if regex.fullmatch(n)]
+        self._levels[name] = level
         found = []
         for d in level:
-            files, dirs = (listing.files, listing.dirs) if d == "" else self._entries(d)
+            files, dirs = self._entries(d)
             found += [os.path.join(d, n) for n in sorted(files)]
             for n in sorted(dirs):
-                rel = os.path.join(d, n)
-                if self._last.fullmatch(n) and rel not in self._said:
-                    self._said.add(rel)
-                    obs.problems.append(f"{rel}/ matches the glob pattern but is a directory; "
-                                        "glob commits files only (point the pattern at the file written last)")
+                if self._last.fullmatch(n):
+                    self._say_directory(os.path.join(d, n), obs)
         return found
+
+    def _say_directory(self, rel: str, obs: Observation) -> None:
+        if rel not in self._said:
+            self._said.add(rel)
+            obs.problems.append(f"{rel}/ matches the glob pattern but is a directory; "
+                                "glob commits files only (point the pattern at the file written last)")
+
+    def watch_of(self, name: str, committed: list[Checkpoint]) -> tuple[str, ...]:
+        """The directories at the pattern's depth, while none of their files has committed
+        (always, for a pattern whose directories are literal names)."""
+        done = {os.path.dirname(c.marker) for c in committed}
+        literal = all(self._literal_dirs)
+        return tuple(d for d in self._levels.pop(name, ()) if literal or d not in done)
 
     def _entries(self, rel: str) -> tuple[list[str], list[str]]:
         files: list[str] = []
@@ -145,10 +161,3 @@ class GlobLayout(FileLayout):
         match = self._regex.fullmatch(rel)
         steps = {int(match[group]) for group in self._groups} if match else set()
         return steps.pop() if len(steps) == 1 else None
-
-    def scan(self, listing: Listing) -> Observation:
-        obs = super().scan(listing)
-        done = {os.path.dirname(c.path) for c in obs.committed}
-        literal = all(self._literal_dirs)
-        obs.watch = [d for d in self._watch if literal or d not in done]
-        return obs

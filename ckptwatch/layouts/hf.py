@@ -13,7 +13,8 @@ import re
 import time
 
 from .access import Access
-from .base import Checkpoint, Layout, Listing, Observation, SaveInProgress
+from .base import Checkpoint, Listing, Observation, SaveInProgress
+from .entries import EntryLayout, Found
 
 __all__ = ["HFLayout"]
 
@@ -24,7 +25,7 @@ _CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 _TMP_DIR = re.compile(r"^tmp-checkpoint-(\d+)$")
 
 
-class HFLayout(Layout):
+class HFLayout(EntryLayout):
     name = "hf"
     framework = "Hugging Face Transformers Trainer"
     starts = "checkpoint-N/ (or tmp-checkpoint-N/) created"
@@ -54,29 +55,27 @@ class HFLayout(Layout):
 
     def scan(self, listing: Listing) -> Observation:
         obs = Observation()
-        self.begin_scan(listing)
-        for name in listing.dirs:
-            tmp = _TMP_DIR.match(name)
-            if tmp:
-                obs.in_progress.append(SaveInProgress(int(tmp.group(1)), name))
-                continue
-            match = _CHECKPOINT_DIR.match(name)
-            if not match:
-                continue
-            step = int(match.group(1))
-            checkpoint = self.settled(name, listing)
-            if checkpoint is None:
-                checkpoint = self._committed(name, step, obs.problems)
-                self.remember(name, checkpoint)
-            if checkpoint is None:
-                obs.in_progress.append(SaveInProgress(step, name))
-                obs.watch.append(name)
-            else:
-                obs.committed.append(checkpoint)
-        live = listing.dirs
-        for gone in [name for name in self._parsed if name not in live]:
-            del self._parsed[gone]
+        self.look_at_entries(listing, obs)
         return obs
+
+    def look_at(self, name: str, is_dir: bool, listing: Listing, obs: Observation) -> Found | None:
+        if not is_dir:
+            return None
+        tmp = _TMP_DIR.match(name)
+        if tmp:
+            return Found(starting=(SaveInProgress(int(tmp.group(1)), name),))
+        match = _CHECKPOINT_DIR.match(name)
+        if not match:
+            return None
+        step = int(match.group(1))
+        checkpoint = self._committed(name, step, obs.problems)
+        if checkpoint is None:
+            return Found(starting=(SaveInProgress(step, name),), watch=(name,))
+        return Found(committed=(checkpoint,))
+
+    def entry_changed(self, name: str, before: Found | None, after: Found | None) -> None:
+        if after is None:
+            self._parsed.pop(name, None)
 
     def _committed(self, name: str, step: int, problems: list[str]) -> Checkpoint | None:
         marker = f"{name}/{STATE_FILE}"

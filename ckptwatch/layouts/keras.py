@@ -26,6 +26,7 @@ import json
 import os
 import re
 import stat
+from collections.abc import Iterable
 
 from .base import Checkpoint, Listing, Observation
 from .singlefile import FileLayout, name_step, temp_target
@@ -53,6 +54,9 @@ class KerasLayout(FileLayout):
             if temp_target(name) is None and (name.endswith((".keras", ".weights.h5")) or name == METADATA):
                 return f"Keras file {name}"
         return None
+
+    def related(self, name: str) -> Iterable[str]:
+        return (METADATA,) if name == WEIGHTS else ()  # the backup's checkpoint is its weights file
 
     def owns(self, rel: str) -> bool:
         return rel == METADATA or (rel != WEIGHTS and bool(_SUFFIX.search(rel)))

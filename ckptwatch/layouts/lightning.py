@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 
 from .access import Access
 from .base import Checkpoint, Listing, Observation
+from .entries import Found
 from .singlefile import FileLayout, pickled_step, temp_target
 
 __all__ = ["LightningLayout"]
@@ -48,6 +50,7 @@ class LightningLayout(FileLayout):
     def __init__(self, root: str, argument: str | None = None, fs: Access | None = None) -> None:
         super().__init__(root, argument, fs)
         self._steps: set[int] = set()  # steps of step files committed so far
+        self._present: Counter[int] = Counter()  # steps of the step files here now
 
     @classmethod
     def detect(cls, listing: Listing) -> str | None:
@@ -77,5 +80,10 @@ class LightningLayout(FileLayout):
         if not _LAST.match(checkpoint.path):
             self._steps.add(checkpoint.step)
             return True
-        present = {self.step_of_name(name) for name in listing.files if not _LAST.match(os.path.basename(name))}
-        return checkpoint.step not in present and checkpoint.step not in self._steps
+        return not self._present[checkpoint.step] and checkpoint.step not in self._steps
+
+    def entry_changed(self, name: str, before: Found | None, after: Found | None) -> None:
+        super().entry_changed(name, before, after)
+        step = None if _LAST.match(os.path.basename(name)) else self.step_of_name(name)
+        if step is not None and (before is None) != (after is None):
+            self._present[step] += 1 if after is not None else -1

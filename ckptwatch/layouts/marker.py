@@ -21,7 +21,8 @@ import stat
 import time
 
 from .access import Access, StatLike
-from .base import Checkpoint, Layout, Listing, Observation, SaveInProgress, trailing_step
+from .base import Checkpoint, Listing, Observation, SaveInProgress, trailing_step
+from .entries import EntryLayout, Found
 from .inplace import Bad, InPlaceFile
 
 __all__ = ["MarkerLayout", "SETTLE_EMPTY"]
@@ -37,7 +38,7 @@ def _parse_step(data: bytes) -> int | Bad:
     return int(text)
 
 
-class MarkerLayout(Layout):
+class MarkerLayout(EntryLayout):
     name = "marker"
     framework = "your own convention: a marker file"
     starts = "DIR/<name ending in a step>/ without NAME"
@@ -55,6 +56,7 @@ class MarkerLayout(Layout):
         self.marker = norm
         self._top: InPlaceFile[int] = InPlaceFile(self, norm, _parse_step)
         self._empty_seen: dict[str, tuple[int, float]] = {}  # an empty NAME: (mtime_ns, first seen)
+        self._top_name = norm.split(os.sep, 1)[0]
 
     @classmethod
     def detect(cls, listing: Listing) -> str | None:
@@ -66,18 +68,8 @@ class MarkerLayout(Layout):
 
     def scan(self, listing: Listing) -> Observation:
         obs = Observation()
-        top = self.marker.split(os.sep, 1)[0]
-        for name in sorted(listing.dirs):
-            step = trailing_step(name)
-            if step is None or name == top:
-                continue
-            rel = f"{name}/{self.marker}"
-            st = self.stat(rel)
-            if st is not None and stat.S_ISREG(st.st_mode) and self._settled(rel, st, obs):
-                obs.committed.append(Checkpoint(self.name, step, name, rel, st.st_mtime_ns, st.st_size))
-            else:
-                obs.in_progress.append(SaveInProgress(step, name))
-                obs.watch.append(name)
+        self.look_at_entries(listing, obs)
+        top = self._top_name
         if top in listing.files or top in listing.dirs:
             st = self.stat(self.marker)
             step = self._top.read(obs) if st is not None and stat.S_ISREG(st.st_mode) else None
@@ -85,9 +77,21 @@ class MarkerLayout(Layout):
                 mtime_ns, size = self._top.good_stat  # as it was when whole
                 obs.committed.append(Checkpoint(self.name, step, ".", self.marker, mtime_ns, size))
         obs.committed.sort(key=lambda c: (c.step, c.path))
-        for rel in [r for r in self._empty_seen if r.split("/", 1)[0] not in listing.dirs]:
-            del self._empty_seen[rel]
         return obs
+
+    def look_at(self, name: str, is_dir: bool, listing: Listing, obs: Observation) -> Found | None:
+        step = trailing_step(name) if is_dir else None
+        if step is None or name == self._top_name:
+            return None
+        rel = f"{name}/{self.marker}"
+        st = self.stat(rel)
+        if st is not None and stat.S_ISREG(st.st_mode) and self._settled(rel, st, obs):
+            return Found(committed=(Checkpoint(self.name, step, name, rel, st.st_mtime_ns, st.st_size),))
+        return Found(starting=(SaveInProgress(step, name),), watch=(name,))
+
+    def entry_changed(self, name: str, before: Found | None, after: Found | None) -> None:
+        if after is None:
+            self._empty_seen.pop(f"{name}/{self.marker}", None)
 
     def _settled(self, rel: str, st: StatLike, obs: Observation) -> bool:
         """Non-empty, or empty for SETTLE_EMPTY by its mtime (or by our clock, if the server's is ahead)."""

@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import re
 import stat
+from collections import Counter
+from collections.abc import Iterable
 
-from .access import StatLike
-from .base import Checkpoint, Layout, Listing, Observation, SaveInProgress, trailing_step
+from .access import Access, StatLike
+from .base import Checkpoint, Listing, Observation, SaveInProgress, trailing_step
+from .entries import EntryLayout, Found
 
 __all__ = ["NeMoLayout"]
 
@@ -38,7 +41,7 @@ def step_of(name: str) -> int | None:
     return int(match.group(1)) if match else trailing_step(name.removesuffix("-last"))
 
 
-class NeMoLayout(Layout):
+class NeMoLayout(EntryLayout):
     name = "nemo"
     framework = "NeMo ModelCheckpoint (NeMo 2 and 1)"
     starts = "<name>-unfinished marker created"
@@ -59,44 +62,80 @@ class NeMoLayout(Layout):
                 return f"NeMo 2 checkpoint {name}/ (weights/ and context/)"
         return None
 
+    def __init__(self, root: str, argument: str | None = None, fs: Access | None = None) -> None:
+        super().__init__(root, argument, fs)
+        #: Committed checkpoints that are no -last copy, per step (a -last copy of one is no save).
+        self._steps: Counter[int] = Counter()
+        #: ``.ckpt`` files here (NeMo 1): a marker with no checkpoint yet names ``<name>.ckpt``.
+        self._ckpt_files = 0
+
     def scan(self, listing: Listing) -> Observation:
         obs = Observation()
-        unfinished = {n[: -len(UNFINISHED)] for n in listing.files if n.endswith(UNFINISHED)}
-        files_form = False
-        candidates: dict[str, str] = {}  # base name -> checkpoint path
-        for name in listing.dirs:
-            if _STEP.search(name) or self._is_dir(f"{name}/weights"):
-                candidates[name] = name
-        for name in listing.files:
-            if name.endswith(".ckpt") and not name.endswith("-EMA.ckpt"):
-                st = self.stat(name)
-                if st is not None and stat.S_ISREG(st.st_mode):
-                    candidates.setdefault(name[: -len(".ckpt")], name)
-                    files_form = True
-        committed: list[Checkpoint] = []
-        for base, path in sorted(candidates.items()):
-            step = step_of(base)
-            if step is None or base in unfinished:
-                continue
-            st = self.stat(path)
-            if st is not None:
-                committed.append(Checkpoint(self.name, step, path, path, st.st_mtime_ns, st.st_size))
-        steps = {c.step for c in committed if not c.path.removesuffix(".ckpt").endswith("-last")}
-        obs.committed = sorted(
-            (c for c in committed if c.step not in steps or not c.path.removesuffix(".ckpt").endswith("-last")),
-            key=lambda c: (c.step, c.path),
-        )
-        for base in sorted(unfinished):
-            step = step_of(base)
-            if step is None:
-                obs.problems.append(f"{base}{UNFINISHED}: no step in the name (step=N or a number); ignored")
-                continue
-            path = candidates.get(base) or (base + ".ckpt" if files_form else base)
-            obs.in_progress.append(SaveInProgress(step, path))
+        self.look_at_entries(listing, obs)
+        obs.committed.sort(key=lambda c: (c.step, c.path))
         return obs
+
+    def related(self, name: str) -> Iterable[str]:
+        if name.endswith(UNFINISHED):
+            base = name[: -len(UNFINISHED)]
+            return (base, base + ".ckpt")  # the marker gone commits it
+        return ()
+
+    def look_order(self, name: str) -> object:
+        # -last copies after the checkpoints they copy; markers after the checkpoints they guard
+        return (_last(name), name.endswith(UNFINISHED), name)
+
+    def look_at(self, name: str, is_dir: bool, listing: Listing, obs: Observation) -> Found | None:
+        if name.endswith(UNFINISHED) and not is_dir:
+            return self._marker(name[: -len(UNFINISHED)], listing, obs)
+        if is_dir:
+            if not (_STEP.search(name) or self._is_dir(f"{name}/weights")):
+                return None
+            base, st = name, self.stat(name)
+        elif name.endswith(".ckpt") and not name.endswith("-EMA.ckpt"):
+            base, st = name[: -len(".ckpt")], self.stat(name)
+            if st is None or not stat.S_ISREG(st.st_mode):
+                return None
+        else:
+            return None
+        if st is None:
+            return None
+        step = step_of(base)
+        if step is None or base + UNFINISHED in listing.files:
+            return Found()  # no step, or its marker says it is not finished
+        checkpoint = Checkpoint(self.name, step, name, name, st.st_mtime_ns, st.st_size)
+        if _last(name):  # looked at again: whether it is a save of its own depends on the others
+            return Found(committed=() if self._steps[step] else (checkpoint,), again=True)
+        return Found(committed=(checkpoint,))
+
+    def _marker(self, base: str, listing: Listing, obs: Observation) -> Found | None:
+        step = step_of(base)
+        if step is None:
+            obs.problems.append(f"{base}{UNFINISHED}: no step in the name (step=N or a number); ignored")
+            return None
+        if base in listing.dirs and (_STEP.search(base) or self._is_dir(f"{base}/weights")):
+            path = base
+        elif base + ".ckpt" in listing.files:
+            path = base + ".ckpt"
+        else:
+            path = base + ".ckpt" if self._ckpt_files else base
+        return Found(starting=(SaveInProgress(step, path),))
+
+    def entry_changed(self, name: str, before: Found | None, after: Found | None) -> None:
+        if name.endswith(".ckpt"):
+            self._ckpt_files += (after is not None) - (before is not None)
+        for found, sign in ((before, -1), (after, 1)):
+            for checkpoint in found.committed if found else ():
+                if not _last(checkpoint.path):
+                    self._steps[checkpoint.step] += sign
 
     def _is_dir(self, rel: str) -> bool:
         return _is_dir(self.stat(rel))
+
+
+def _last(name: str) -> bool:
+    """A ``-last`` copy (``<name>-last/``, ``<name>-last.ckpt``)."""
+    return name.removesuffix(".ckpt").endswith("-last")
 
 
 def _is_dir(st: StatLike | None) -> bool:

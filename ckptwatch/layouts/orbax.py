@@ -30,7 +30,8 @@ import stat
 
 from ..sources.fstype import filesystem_type
 from .access import Access, StatLike
-from .base import Checkpoint, Layout, Listing, Observation, SaveInProgress
+from .base import Checkpoint, Listing, Observation, SaveInProgress
+from .entries import EntryLayout, Found
 
 __all__ = ["OrbaxLayout"]
 
@@ -41,7 +42,7 @@ _TMP = re.compile(r"^((?:.+_)?(\d+))\.orbax-checkpoint-tmp(?:-\d+)?$")
 _DETECT_LOOKS = 8
 
 
-class OrbaxLayout(Layout):
+class OrbaxLayout(EntryLayout):
     name = "orbax"
     framework = "Orbax CheckpointManager"
     starts = "<step>.orbax-checkpoint-tmp/ (or <step>/ without commit_success.txt)"
@@ -72,30 +73,39 @@ class OrbaxLayout(Layout):
         return None
 
     def scan(self, listing: Listing) -> Observation:
+        flags = (self._seen_tmp, self._seen_commit_file)
         obs = Observation()
-        finals: list[tuple[int, str]] = []
-        for name in sorted(listing.dirs):
-            tmp = _TMP.match(name)
-            if tmp:
-                self._seen_tmp = True
-                obs.in_progress.append(SaveInProgress(int(tmp.group(2)), tmp.group(1)))
-            elif final := _FINAL.match(name):
-                finals.append((int(final.group(1)), name))
-        commit_files = {name: self._file(f"{name}/{COMMIT_FILE}") for _, name in finals}
-        self._seen_commit_file = self._seen_commit_file or any(commit_files.values())
-        renamed_is_commit = not self._seen_commit_file and (self._seen_tmp or not self._object_store)
-        for step, name in finals:
-            marker = f"{name}/{COMMIT_FILE}"
-            st = commit_files[name]
-            if st is None and renamed_is_commit:
-                marker, st = f"{name}/{METADATA}", self._file(f"{name}/{METADATA}")
-            if st is not None:
-                obs.committed.append(Checkpoint(self.name, step, name, marker, st.st_mtime_ns, st.st_size))
-            else:
-                obs.in_progress.append(SaveInProgress(step, name))
-                obs.watch.append(name)  # commit_success.txt appears inside it
+        self.look_at_entries(listing, obs)
+        if (self._seen_tmp, self._seen_commit_file) != flags:
+            # DIR showed which protocol it follows: every step directory is read again by it
+            obs = Observation()
+            self.look_at_entries(listing, obs, everything=True)
         obs.committed.sort(key=lambda c: (c.step, c.path))
         return obs
+
+    def look_order(self, name: str) -> object:
+        return (not _TMP.match(name), name)  # a tmp dir first: it says which protocol DIR follows
+
+    def look_at(self, name: str, is_dir: bool, listing: Listing, obs: Observation) -> Found | None:
+        if not is_dir:
+            return None
+        tmp = _TMP.match(name)
+        if tmp:
+            self._seen_tmp = True
+            return Found(starting=(SaveInProgress(int(tmp.group(2)), tmp.group(1)),))
+        final = _FINAL.match(name)
+        if not final:
+            return None
+        step = int(final.group(1))
+        marker = f"{name}/{COMMIT_FILE}"
+        st = self._file(marker)
+        if st is not None:
+            self._seen_commit_file = True
+        elif not self._seen_commit_file and (self._seen_tmp or not self._object_store):
+            marker, st = f"{name}/{METADATA}", self._file(f"{name}/{METADATA}")  # the rename was the commit
+        if st is None:
+            return Found(starting=(SaveInProgress(step, name),), watch=(name,))  # commit_success.txt appears inside it
+        return Found(committed=(Checkpoint(self.name, step, name, marker, st.st_mtime_ns, st.st_size),))
 
     def _file(self, rel: str) -> StatLike | None:
         """A marker file with content: Orbax writes both with text, in place, so empty is mid-write."""

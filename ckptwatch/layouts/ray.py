@@ -38,7 +38,8 @@ import stat
 from typing import Any
 
 from .access import Access
-from .base import Checkpoint, Layout, Listing, Observation, SaveInProgress, trailing_step
+from .base import Checkpoint, Listing, Observation, SaveInProgress, trailing_step
+from .entries import EntryLayout, Found
 from .inplace import Bad, InPlaceFile
 
 __all__ = ["RayLayout", "SNAPSHOT"]
@@ -86,7 +87,7 @@ def step_of(name: str, metrics: dict[str, Any]) -> int | None:
     return trailing_step(name)
 
 
-class RayLayout(Layout):
+class RayLayout(EntryLayout):
     name = "ray"
     framework = "Ray Train v2 (ray.train.report)"
     starts = "checkpoint_<timestamp>/ not yet in the snapshot"
@@ -96,6 +97,14 @@ class RayLayout(Layout):
     def __init__(self, root: str, argument: str | None = None, fs: Access | None = None) -> None:
         super().__init__(root, argument, fs)
         self._snapshot: InPlaceFile[list[Entry]] = InPlaceFile(self, SNAPSHOT, parse_snapshot)
+        self._entries: list[Entry] | None = None
+        #: What the snapshot lists, by directory name (its metrics).
+        self._listed: dict[str, dict[str, Any]] = {}
+        self._snapshot_problems: list[str] = []
+        #: Listed directories whose names the index does not keep (a custom checkpoint_dir_name).
+        self._custom: list[str] = []
+        #: This run's reports carry no step: a directory not listed yet is announced.
+        self._announce = False
 
     @classmethod
     def interesting(cls, name: str, is_dir: bool) -> bool:
@@ -112,27 +121,52 @@ class RayLayout(Layout):
 
     def scan(self, listing: Listing) -> Observation:
         obs = Observation()
-        listed: set[str] = set()
-        entries = self._snapshot.read(obs) or []
-        for name, metrics in entries:
-            if not self.inside(name) or os.sep in os.path.normpath(name):
-                obs.problems.append(f"{SNAPSHOT} lists {name!r}, not a directory directly in DIR; ignored")
-                continue
-            listed.add(name)
-            st = self.stat(name)
-            if st is None or not stat.S_ISDIR(st.st_mode):
-                continue  # rotated away after the snapshot was read, or not there from here
-            step = step_of(name, metrics)
-            if step is None:
-                obs.problems.append(f"{SNAPSHOT} lists {name!r}: no step in its metrics or name; ignored")
-                continue
-            obs.committed.append(Checkpoint(self.name, step, name, name, st.st_mtime_ns, st.st_size))
-        # A save's step may come from metrics that only the snapshot carries: announce
-        # saves in progress only when this run's reports carry none (the step is the name's).
-        if entries and all(metrics_step(metrics) is None for _, metrics in entries):
-            for name in sorted(listing.dirs - listed):
-                step = step_of(name, {})
-                if step is not None:
-                    obs.in_progress.append(SaveInProgress(step, name))
+        entries = self._snapshot.read(obs)
+        announce = self._announce
+        changed = self._read_listed(entries) if entries is not self._entries else ()
+        obs.problems += self._snapshot_problems
+        # Whether saves not listed yet are announced changed: every directory is read again.
+        self.look_at_entries(listing, obs, also=changed, everything=announce != self._announce)
+        for name in self._custom:  # looked at here, at every look
+            checkpoint = self._checkpoint(name, obs)
+            if checkpoint:
+                obs.committed.append(checkpoint)
         obs.committed.sort(key=lambda c: (c.step, c.path))
         return obs
+
+    def _read_listed(self, entries: list[Entry] | None) -> set[str]:
+        """A new snapshot (or none): what it lists; the directories it lists or unlists (to look at again)."""
+        self._entries = entries
+        entries = entries or []
+        before, self._listed, self._snapshot_problems = self._listed, {}, []
+        for name, metrics in entries:
+            if not self.inside(name) or os.sep in os.path.normpath(name):
+                self._snapshot_problems.append(f"{SNAPSHOT} lists {name!r}, not a directory directly in DIR; ignored")
+                continue
+            self._listed[name] = metrics
+        # A save's step may come from metrics that only the snapshot carries: announce
+        # saves in progress only when this run's reports carry none (the step is the name's).
+        self._announce = bool(entries) and all(metrics_step(metrics) is None for _, metrics in entries)
+        self._custom = [name for name in self._listed if not self.interesting(name, True)]
+        return {n for n in before.keys() | self._listed.keys() if before.get(n) != self._listed.get(n)}
+
+    def look_at(self, name: str, is_dir: bool, listing: Listing, obs: Observation) -> Found | None:
+        if not is_dir:
+            return None
+        if name in self._listed:
+            checkpoint = self._checkpoint(name, obs)
+            return Found(committed=(checkpoint,)) if checkpoint else None
+        step = step_of(name, {}) if self._announce else None
+        if step is None:
+            return Found()  # not listed yet: the snapshot that lists it commits it (and names it)
+        return Found(starting=(SaveInProgress(step, name),))
+
+    def _checkpoint(self, name: str, obs: Observation) -> Checkpoint | None:
+        st = self.stat(name)
+        if st is None or not stat.S_ISDIR(st.st_mode):
+            return None  # rotated away after the snapshot was read, or not there from here
+        step = step_of(name, self._listed[name])
+        if step is None:
+            obs.problems.append(f"{SNAPSHOT} lists {name!r}: no step in its metrics or name; ignored")
+            return None
+        return Checkpoint(self.name, step, name, name, st.st_mtime_ns, st.st_size)

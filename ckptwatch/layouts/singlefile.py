@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from typing import IO, Any, ClassVar
 
 from .access import Access, StatLike
-from .base import Checkpoint, Layout, Listing, Observation, SaveInProgress
+from .base import Checkpoint, Listing, Observation, SaveInProgress
+from .entries import EntryLayout, Found
 
 __all__ = [
     "FileLayout",
@@ -297,14 +298,15 @@ class _Seen:
     step: int | None = None  # a step not in the name, worked out once per version
 
 
-class FileLayout(Layout):
+class FileLayout(EntryLayout):
     """A layout whose saves are single files; subclasses say which names and steps.
 
-    Hooks: :meth:`files` (candidate paths, relative), :meth:`owns` (a final
-    name of this layout), :meth:`step_of_name`, :meth:`step_of_content`,
-    :meth:`kind` (the format a name must have), :meth:`check` (is this
-    content whole), :meth:`path_of` (what listeners get) and :meth:`keep`
-    (drop a committed file that is not a save of its own).
+    Hooks: :meth:`paths` (a top-level entry's candidate paths, relative),
+    :meth:`owns` (a final name of this layout), :meth:`step_of_name`,
+    :meth:`step_of_content`, :meth:`kind` (the format a name must have),
+    :meth:`check` (is this content whole), :meth:`path_of` (what listeners
+    get), :meth:`keep` (drop a committed file that is not a save of its own)
+    and :meth:`watch_of` (subdirectories to watch).
     """
 
     #: The names (a temp name: the name it stands for) that can be this layout's; None: any.
@@ -317,6 +319,7 @@ class FileLayout(Layout):
         super().__init__(root, argument, fs)
         self._seen: dict[str, _Seen] = {}
         self.newest_step: int | None = None  # of the files with a step in their name
+        self._waits: list[float] = []  # this look's files waiting for their second look
 
     @classmethod
     def interesting(cls, name: str, is_dir: bool) -> bool:
@@ -327,8 +330,13 @@ class FileLayout(Layout):
 
     # hooks ----------------------------------------------------------------------
 
-    def files(self, listing: Listing, obs: Observation) -> Iterable[str]:
-        return sorted(listing.files)
+    def paths(self, name: str, is_dir: bool, obs: Observation) -> Iterable[str]:
+        """The candidate files of top-level entry ``name`` (relative to DIR): the file itself."""
+        return () if is_dir else (name,)
+
+    def watch_of(self, name: str, committed: list[Checkpoint]) -> tuple[str, ...]:
+        """Subdirectories of entry ``name`` to watch; none by default."""
+        return ()
 
     def owns(self, rel: str) -> bool:
         raise NotImplementedError
@@ -364,24 +372,52 @@ class FileLayout(Layout):
 
     def scan(self, listing: Listing) -> Observation:
         obs = Observation()
-        looks: list[tuple[str, StatLike, _Seen]] = []
-        for rel in self.files(listing, obs):
+        self._waits = []
+        self.look_at_entries(listing, obs)
+        obs.committed.sort(key=lambda c: (c.step, c.path))
+        if self._waits:
+            obs.recheck = min(self._waits) + 0.01
+        return obs
+
+    def look_order(self, name: str) -> object:
+        return (self.step_of_name(name) is None, name)  # stepless files (last.pt) after the numbered ones
+
+    def look_at(self, name: str, is_dir: bool, listing: Listing, obs: Observation) -> Found | None:
+        committed: list[Checkpoint] = []
+        starting: list[SaveInProgress] = []
+        mine = waiting = False
+        for rel in self.paths(name, is_dir, obs):
             target = temp_target(os.path.basename(rel))
             if target is not None:
                 final = os.path.join(os.path.dirname(rel), target)
-                step = self.step_of_name(final) if target and self.owns(final) else None
-                if step is not None:
-                    obs.in_progress.append(SaveInProgress(step, final))
+                if target and self.owns(final):
+                    mine = True
+                    step = self.step_of_name(final)
+                    if step is not None:
+                        starting.append(SaveInProgress(step, final))
                 continue
             if not self.owns(rel):
                 continue
             st = self.stat(rel)
             if st is None or not stat.S_ISREG(st.st_mode):
                 continue  # gone, or a link (never a save of its own)
-            looks.append((rel, st, self.look(rel, st)))
-        self._seen = {rel: seen for rel, _, seen in looks}
-        self.classify(looks, listing, obs)
-        return obs
+            mine = True
+            seen = self._seen[rel] = self.look(rel, st)
+            checkpoint, save, wait = self.classify(rel, st, seen, listing, obs)
+            committed += [checkpoint] if checkpoint else []
+            starting += [save] if save else []
+            if wait:
+                self._waits.append(wait)
+                waiting = True
+        watch = self.watch_of(name, committed)
+        if not (mine or watch):
+            return None
+        return Found(tuple(committed), tuple(starting), watch, again=waiting)
+
+    def entry_changed(self, name: str, before: Found | None, after: Found | None) -> None:
+        if after is None:
+            for rel in [r for r in self._seen if r == name or r.startswith(name + "/")]:
+                del self._seen[rel]
 
     def look(self, rel: str, st: StatLike) -> _Seen:
         """This look at a file: a new version is checked for wholeness, a known whole one is not."""
@@ -398,33 +434,24 @@ class FileLayout(Layout):
         need = self.settle if seen.verified else self.settle_unverified
         return max(0.0, need - (time.monotonic() - seen.since))
 
-    def classify(self, looks: list[tuple[str, StatLike, _Seen]], listing: Listing, obs: Observation) -> None:
-        """Settled files become checkpoints (named steps first, then the stepless ones)."""
-        named = [(rel, st, seen, self.step_of_name(rel)) for rel, st, seen in looks]
-        named.sort(key=lambda item: item[3] is None)
-        waits: list[float] = []
-        for rel, st, seen, step in named:
-            wait = self.wait_for(seen) if seen.whole else None
-            if wait != 0:
-                # Still being written: a save in progress. Whole and waiting for its
-                # second look: nothing yet (announcing it would interleave the
-                # before/after pairs of saves that did not overlap).
-                if step is not None and wait is None:
-                    obs.in_progress.append(SaveInProgress(step, rel))
-                if wait is not None:
-                    waits.append(wait)
-                continue
-            if step is None:
+    def classify(
+        self, rel: str, st: StatLike, seen: _Seen, listing: Listing, obs: Observation
+    ) -> tuple[Checkpoint | None, SaveInProgress | None, float | None]:
+        """A settled file becomes a checkpoint; ``(checkpoint, save under way, seconds to its second look)``."""
+        step = self.step_of_name(rel)
+        wait = self.wait_for(seen) if seen.whole else None
+        if wait != 0:
+            # Still being written: a save in progress. Whole and waiting for its
+            # second look: nothing yet (announcing it would interleave the
+            # before/after pairs of saves that did not overlap).
+            return None, SaveInProgress(step, rel) if step is not None and wait is None else None, wait
+        if step is None:
+            if seen.step is None:
+                seen.step = self.step_of_content(rel)
                 if seen.step is None:
-                    seen.step = self.step_of_content(rel)
-                    if seen.step is None:
-                        seen.step = self.newest_step or 0
-                step = seen.step
-            elif self.newest_step is None or step > self.newest_step:
-                self.newest_step = step
-            checkpoint = Checkpoint(self.name, step, self.path_of(rel), rel, st.st_mtime_ns, st.st_size)
-            if self.keep(checkpoint, listing, obs):
-                obs.committed.append(checkpoint)
-        obs.committed.sort(key=lambda c: (c.step, c.path))
-        if waits:
-            obs.recheck = min(waits) + 0.01
+                    seen.step = self.newest_step or 0
+            step = seen.step
+        elif self.newest_step is None or step > self.newest_step:
+            self.newest_step = step
+        checkpoint = Checkpoint(self.name, step, self.path_of(rel), rel, st.st_mtime_ns, st.st_size)
+        return (checkpoint if self.keep(checkpoint, listing, obs) else None), None, None

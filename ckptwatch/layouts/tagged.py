@@ -25,13 +25,14 @@ import stat
 from typing import ClassVar
 
 from .access import Access
-from .base import Checkpoint, Layout, Listing, Observation, SaveInProgress
+from .base import Checkpoint, Listing, Observation, SaveInProgress
+from .entries import EntryLayout, Found
 from .inplace import Bad, InPlaceFile
 
 __all__ = ["TagFileLayout"]
 
 
-class TagFileLayout(Layout):
+class TagFileLayout(EntryLayout):
     #: The tag file at the top of DIR.
     tag_file: ClassVar[str]
     #: A step directory's name; group 1 is the step.
@@ -42,6 +43,9 @@ class TagFileLayout(Layout):
     def __init__(self, root: str, argument: str | None = None, fs: Access | None = None) -> None:
         super().__init__(root, argument, fs)
         self._tag: InPlaceFile[tuple[str, int]] = InPlaceFile(self, self.tag_file, self._parse)
+        #: What the tag named at this look: (directory, step).
+        self._named: str | None = None
+        self._tag_step: int | None = None
 
     def parse_tag(self, text: str) -> tuple[str, int] | Bad:
         """``(directory named, step)`` from the tag file's text, or why not."""
@@ -54,23 +58,26 @@ class TagFileLayout(Layout):
     def scan(self, listing: Listing) -> Observation:
         obs = Observation()
         tag = self._tag.read(obs)
-        named, tag_step = tag if tag else (None, None)
-        for name in sorted(listing.dirs):
-            match = self.step_dir.match(name)
-            if not match or name == named:
-                continue
-            step = int(match.group(1))
-            checkpoint = self._checkpoint(name, step) if tag_step is not None and step <= tag_step else None
-            if checkpoint:
-                obs.committed.append(checkpoint)
-            else:
-                obs.in_progress.append(SaveInProgress(step, name))
-        if named is not None and tag_step is not None:
-            checkpoint = self._checkpoint(named, tag_step, newest=True)
+        self._named, self._tag_step = tag if tag else (None, None)
+        self.look_at_entries(listing, obs)
+        if self._named is not None and self._tag_step is not None:
+            # The directory the tag names, at every look: its identity may be the tag's own.
+            checkpoint = self._checkpoint(self._named, self._tag_step, newest=True)
             if checkpoint:
                 obs.committed.append(checkpoint)
         obs.committed.sort(key=lambda c: (c.step, c.path))
         return obs
+
+    def look_at(self, name: str, is_dir: bool, listing: Listing, obs: Observation) -> Found | None:
+        match = self.step_dir.match(name) if is_dir else None
+        if not match or name == self._named:
+            return None
+        step = int(match.group(1))
+        tag_step = self._tag_step
+        checkpoint = self._checkpoint(name, step) if tag_step is not None and step <= tag_step else None
+        if checkpoint:
+            return Found(committed=(checkpoint,))
+        return Found(starting=(SaveInProgress(step, name),))
 
     def _checkpoint(self, name: str, step: int, *, newest: bool = False) -> Checkpoint | None:
         for marker in [f"{name}/{m}" for m in self.dir_markers]:

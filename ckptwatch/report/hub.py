@@ -146,11 +146,12 @@ class Reporter:
         """Called when the stop file was written."""
 
     def rescanned(self, reason: str) -> None:
-        """Called when the engine looks at everything without a notification's hint.
+        """Called when the engine looks without a notification's hint.
 
         ``reason``: ``poll`` (a ``--poll`` tick), ``timer`` (with native notifications: the
-        safety rescan, or another timer of the engine's), ``recheck`` (a layout asked for a
-        second look) or ``relist`` (DIR listed whole again: an overflow, a watch lost).
+        safety rescan, or another timer of the engine's), ``relist`` (DIR listed whole again:
+        an overflow, a watch lost): looks at everything; ``recheck``: a layout asked for a
+        second look (with native notifications, at what asked for it only).
         """
 
     def notifications_overflowed(self) -> None:

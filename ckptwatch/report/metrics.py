@@ -15,7 +15,7 @@ a scrape says what the watcher saw, nothing else).
 | ``ckptwatch_listener_duration_seconds`` | histogram | listener, event | each run that ran |
 | ``ckptwatch_stop_requests_total`` | counter | | each stop file written |
 | ``ckptwatch_vanished_checkpoints_total`` | counter | | checkpoints gone before a listener's turn |
-| ``ckptwatch_rescans_total`` | counter | reason | looks at everything not hinted by a notification |
+| ``ckptwatch_rescans_total`` | counter | reason | looks not hinted by a notification |
 | ``ckptwatch_notification_overflows_total`` | counter | | inotify queue overflows |
 | ``ckptwatch_stale`` | gauge | | 1 while ``--stale-after`` passed with no commit |
 | ``ckptwatch_session_start_timestamp_seconds`` | gauge | | when the current session began |
@@ -69,7 +69,7 @@ class Metrics(Reporter):
         self.stops = Counter("ckptwatch_stop_requests", "Stop files written.", registry=registry)
         self.vanished = Counter("ckptwatch_vanished_checkpoints",
                                 "Checkpoints gone before a listener's turn.", registry=registry)
-        self.rescans = Counter("ckptwatch_rescans", "Looks at everything not hinted by a notification.",
+        self.rescans = Counter("ckptwatch_rescans", "Looks not hinted by a notification.",
                                ("reason",), registry=registry)
         self.overflows = Counter("ckptwatch_notification_overflows", "Kernel notification queue overflows.",
                                  registry=registry)
