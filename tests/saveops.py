@@ -213,6 +213,7 @@ class Looker:
             self._watch = self.index.dirs(64)  # undecided: the engine watches new subdirectories
             return []
         observation = self.layout.scan(self.index.view(type(self.layout)))
+        self.last_observation = observation
         self._watch = list(observation.watch)
         if observation.committed and self.auto:
             self.auto = False

@@ -422,4 +422,5 @@ def test_live_tf2_look_only_after_the_temp_dir_is_gone(ckpt, tmp_path, watch, re
     assert w.wait_exit() == 0
     records = read_records(records_path)
     assert summary(records) == expected_stream([5, 10])
-    assert [r["stdin"]["observed"] for r in records if r["argv"] == ["before_save"]] == [True, True]
+    # save 5 went at full speed (seen starting or not); save 10 was seen only by its prefix files
+    assert [r["stdin"]["observed"] for r in records if r["argv"] == ["before_save"]][1:] == [True]
