@@ -305,19 +305,17 @@ def phase_burst(s: Session, n: int, args) -> dict:
         "burst_drain_ms": ((recs[-1].t_ns - t0) / 1e6) if recs else None,
         "burst_step_from": sorted({r.src for r in recs}),
     }
-    if s.tool.step_from == "ckptwatch":
-        out["burst_dispatched"], out["burst_vanished"] = after_saves_logged(s.log_path, committed)
     return out
 
 
-def after_saves_logged(log_path: Path, steps: set[int]) -> tuple[int, int]:
-    """From ckptwatch's JSON log: after_save events it dispatched for `steps`, and the runs it
-    skipped because rotation deleted the checkpoint before the listener's turn ("vanished")."""
-    dispatched = vanished = 0
+def after_saves_logged(log_path: Path, steps: set[int]) -> tuple[int, dict[str, int]]:
+    """From ckptwatch's JSON log: after_save events it dispatched for `steps`, and its runs'
+    outcomes ("vanished": rotation deleted the checkpoint before the listener's turn)."""
+    dispatched, outcomes = 0, {}
     try:
         lines = log_path.read_text(errors="replace").splitlines()
     except OSError:
-        return 0, 0
+        return 0, {}
     for line in lines:
         if '"after_save"' not in line:
             continue
@@ -329,9 +327,10 @@ def after_saves_logged(log_path: Path, steps: set[int]) -> tuple[int, int]:
             continue
         if rec.get("kind") == "event":
             dispatched += 1
-        elif rec.get("kind") == "run" and rec.get("outcome") == "vanished":
-            vanished += 1
-    return dispatched, vanished
+        elif rec.get("kind") == "run":
+            outcome = str(rec.get("outcome"))
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    return dispatched, outcomes
 
 
 def open_session(tool: Tool, work: Path, args, rs: RowSet) -> tuple[Session, dict]:
@@ -387,6 +386,9 @@ def stop_session(s: Session, res: dict) -> None:
     res["log_tail"] = s.log_tail(5)
     if s.tool.step_from == "ckptwatch":
         res["ready_line_ms"] = s.ready_line_ms()
+        if "burst_commits" in res:  # read once ckptwatch has stopped: its log is whole then
+            steps = set(range(BURST_BASE, BURST_BASE + res["burst_commits"]))
+            res["burst_dispatched"], res["burst_outcomes"] = after_saves_logged(s.log_path, steps)
 
 
 def run_main_phases(tool: Tool, work: Path, args, rs: RowSet) -> dict:
@@ -591,11 +593,14 @@ def table(results: dict, order: list[str], realistic: bool = False) -> str:
                    else "a commit handled twice")
             notes.append(f"{name}: {r['latency_doubled']} extra listener runs in the "
                          f"latency phase ({why})")
-        if r.get("burst_vanished"):
-            never = r["burst_commits"] - r.get("burst_dispatched", 0)
-            notes.append(f"{name}: of the burst's {r['burst_missed']} missed, {r['burst_vanished']} were "
-                         f"skipped as vanished (rotation deleted the checkpoint before its listener's turn; "
-                         f"journaled, logged) and {never} never dispatched (rotated away between two looks)")
+        if r.get("burst_missed") and "burst_dispatched" in r:
+            never = r["burst_commits"] - r["burst_dispatched"]
+            other = {k: v for k, v in r.get("burst_outcomes", {}).items() if k not in ("done", "vanished")}
+            notes.append(f"{name}: of the burst's {r['burst_missed']} missed, "
+                         f"{r.get('burst_outcomes', {}).get('vanished', 0)} were skipped as vanished (rotation "
+                         f"deleted the checkpoint before its listener's turn; journaled, logged), "
+                         + "".join(f"{v} ended {k}, " for k, v in sorted(other.items()))
+                         + f"{never} never dispatched (rotated away between two looks)")
         if r.get("burst_step_from") == ["file"]:
             notes.append(f"{name}: * the tool gives no step: the listener read it from "
                          f"`checkpoint` after starting, so deliv/missed/doubled count what "
