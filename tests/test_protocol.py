@@ -236,6 +236,64 @@ def test_timeout_kills_a_child_that_left_the_group_with_setsid(ckpt, tmp_path, e
     assert any("process(es) below it" in r["msg"] for r in json_log(result.stderr))
 
 
+SESSION_PROBE = (
+    "record['ids'] = [os.getpid(), os.getpgid(0), os.getsid(0)]\n"
+    "try:\n"
+    "    os.close(os.open('/dev/tty', os.O_RDONLY | os.O_NOCTTY))\n"
+    "    record['tty'] = True\n"
+    "except OSError:\n"
+    "    record['tty'] = False"
+)
+
+
+def test_without_a_terminal_a_listener_leads_its_own_group_in_the_watchers_session(ckpt, tmp_path, env,
+                                                                                   records_path):
+    """Steps: a watcher with no controlling terminal (its own session); one save.
+    Result: the listener leads its own process group (a timeout kills all it started) and stays
+    in the watcher's session: no session per run (Linux makes a scheduling group per session,
+    which slowed listener starts under load)."""
+    dcp_save(ckpt, "step-1")
+    write_listener(tmp_path / "l", "probe", events="after_save", before=SESSION_PROBE)
+    proc = subprocess.Popen([sys.executable, "-m", "ckptwatch", "run", str(ckpt), "--once", "-l", str(tmp_path / "l")],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                            cwd=tmp_path, start_new_session=True)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    [record] = read_records(records_path)
+    pid, pgid, sid = record["ids"]
+    assert pgid == pid, "the listener does not lead its own process group"
+    assert sid == proc.pid, "the listener is not in the watcher's session"
+    assert record["tty"] is False
+
+
+def test_beside_a_terminal_a_listener_gets_a_session_of_its_own(ckpt, tmp_path, env, records_path):
+    """Steps: a watcher whose controlling terminal is a pseudo-terminal; one save.
+    Result: the listener leads its own session, without that terminal (a listener that tries
+    to read it fails at once instead of being stopped as a background job)."""
+    import pty
+    import termios
+
+    dcp_save(ckpt, "step-1")
+    write_listener(tmp_path / "l", "probe", events="after_save", before=SESSION_PROBE)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "ckptwatch", "run", str(ckpt), "--once", "-l", str(tmp_path / "l")],
+                            stdin=follower, stdout=follower, stderr=follower, env=env, cwd=tmp_path,
+                            start_new_session=True, preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+    os.close(follower)
+    while True:  # drain the terminal until the watcher closes it
+        try:
+            if not os.read(leader, 65536):
+                break
+        except OSError:  # EIO: the other side is closed
+            break
+    os.close(leader)
+    assert proc.wait(timeout=60) == 0
+    [record] = read_records(records_path)
+    pid, pgid, sid = record["ids"]
+    assert pgid == pid and sid == pid, "the listener does not lead a session of its own"
+    assert record["tty"] is False
+
+
 def test_a_listener_that_floods_output_or_closes_stdin_early(ckpt, tmp_path, env, records_path):
     """Steps: one listener writes 4 MiB with no newline and 50,000 short lines; another closes
     its stdin at once without reading it; a third records.

@@ -1,9 +1,16 @@
 """Running one listener once: its own process group, streamed output, a deadline.
 
-The listener leads a new session (``setsid``), so a timeout can
-kill everything it started (``sh -c``, uploaders) with ``os.killpg``: TERM,
-then KILL after a grace period, each step logged. Output (stdout and stderr)
-is read line by line and handed to ``on_line`` as it comes.
+The listener leads its own process group, so a timeout can kill
+everything it started (``sh -c``, uploaders) with ``os.killpg``: TERM, then
+KILL after a grace period, each step logged. Output (stdout and stderr) is
+read line by line and handed to ``on_line`` as it comes.
+
+A process group, not a new session, unless the watcher has a controlling
+terminal: ``setsid`` makes Linux create a scheduling group per session
+(autogroup), and on a loaded 2-core machine a listener then took about 2 ms
+longer to start at p90 (0.2 ms at p50). With a terminal, a new session keeps
+a listener from reading it (it fails at once instead of being stopped by
+``SIGTTIN`` as a background job).
 """
 
 from __future__ import annotations
@@ -133,7 +140,7 @@ class StartedRun:
 
 
 def start_listener(argv: list[str], payload: Mapping[str, Any], env: Mapping[str, str]) -> StartedRun:
-    """Start ``argv`` in a new session with ``payload`` as JSON on stdin; raises OSError.
+    """Start ``argv`` leading its own process group, with ``payload`` as JSON on stdin; raises OSError.
 
     Cheap enough for the engine thread, which calls it when the listener is
     idle: the commit-to-start path then crosses no thread.
@@ -153,7 +160,7 @@ def start_listener(argv: list[str], payload: Mapping[str, Any], env: Mapping[str
                     (os.POSIX_SPAWN_DUP2, out_w, 1),
                     (os.POSIX_SPAWN_DUP2, out_w, 2),
                 ],
-                setsid=True,
+                **_own_group(),
             )
             ours.add(pid)
     except BaseException:
@@ -170,6 +177,27 @@ def start_listener(argv: list[str], payload: Mapping[str, Any], env: Mapping[str
     finally:
         os.close(stdin_w)
     return StartedRun(ListenerProcess(pid, out_r), started)
+
+
+_detach: dict[str, Any] | None = None
+
+
+def _own_group() -> dict[str, Any]:
+    """``posix_spawn``'s keywords for a listener's own group: a new session only beside a terminal (see above)."""
+    global _detach
+    if _detach is None:
+        _detach = {"setsid": True} if has_controlling_terminal() else {"setpgroup": 0}
+    return _detach
+
+
+def has_controlling_terminal() -> bool:
+    """Whether this process has a controlling terminal (``/dev/tty`` opens)."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
 
 
 _std_fds_checked = False
