@@ -22,13 +22,15 @@ import operator
 import os
 import re
 import stat
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 
+from .faults import hold_point
 from .layouts.access import Access
 from .layouts.base import Layout, Listing
 
-__all__ = ["DirIndex"]
+__all__ = ["DirIndex", "let_others_run", "matching_entries"]
 
 _entry_name = operator.attrgetter("name")
 
@@ -80,6 +82,12 @@ class DirIndex:
         self.full_listings = 0
         #: Something in DIR changed since the first listing (a hint, or a later listing that differs).
         self._moved = False
+        self._background: _BackgroundListing | None = None
+
+    @property
+    def candidates(self) -> list[type[Layout]]:
+        """The layouts whose names the index keeps (one, once auto-detection has decided)."""
+        return self._candidates
 
     def _keep(self, name: str, is_dir: bool) -> bool:
         return any(cls.interesting(name, is_dir) for cls in self._candidates)
@@ -109,7 +117,8 @@ class DirIndex:
             for name, is_dir in self._entries.items():
                 view.put(name, is_dir)
         changed = None if view.changed is None else frozenset(view.changed)
-        return Listing(self.root, view.dirs, view.files, changed=changed, fs=self.fs, as_found=not self._moved)
+        return Listing(self.root, view.dirs, view.files, changed=changed, fs=self.fs, as_found=not self._moved,
+                       complete=self._background is None)
 
     def everything_changed(self) -> None:
         """The next look of every layout is at everything (a poll tick, the safety timer)."""
@@ -124,6 +133,7 @@ class DirIndex:
         if self.fs is not None:
             self._relist_remote()
             return True
+        self._background = None  # this listing is newer than one still running
         st = os.stat(self.root)
         if (
             only_if_changed
@@ -132,9 +142,47 @@ class DirIndex:
         ):
             return False
         started = time.time_ns()
-        self._replace(self._list_entries() if self._name_filter is None else self._list_names(self._name_filter))
+        self._replace(self._list(self._name_filter))
         self._listed_mtime = st.st_mtime_ns
         self._listed_at = started
+        return True
+
+    def relist_in_background(self, done: Callable[[], None]) -> None:
+        """Start a full listing on a thread; :meth:`refresh` keeps serving hinted names meanwhile.
+
+        Beside a million files a listing takes a second or more. The watch on
+        DIR is set before this starts, so every name that changes while the
+        listing runs is hinted; :meth:`merge_listing` looks at each of those
+        again after taking the listing in, so the merged index says what a
+        listing taken at that moment would. ``done`` is called on the thread
+        when the listing is ready to merge. Local DIR only (a store is polled).
+        """
+        st = os.stat(self.root)
+        pattern = self._name_filter
+        self._background = _BackgroundListing(lambda: self._list(pattern, let_others_run), st.st_mtime_ns, done)
+
+    @property
+    def listing_pending(self) -> bool:
+        """A background listing has started and is not merged yet: the index knows hinted names only."""
+        return self._background is not None
+
+    def merge_listing(self) -> bool:
+        """Take a finished background listing in (True), or say it is still running (False).
+
+        Raises what the listing raised (FileNotFoundError: DIR is gone).
+        """
+        background = self._background
+        if background is None or background.thread.is_alive():
+            return False
+        self._background = None
+        if background.error is not None:
+            raise background.error
+        assert background.entries is not None
+        # The candidates may have narrowed while it ran; the names hinted meanwhile are looked at again.
+        self._replace({n: d for n, d in background.entries.items() if self._keep(n, d)})
+        self._listed_mtime = background.mtime
+        self._listed_at = background.started
+        self.refresh(background.hinted)
         return True
 
     def _replace(self, entries: dict[str, bool]) -> None:
@@ -156,21 +204,19 @@ class DirIndex:
         self._replace({name: is_dir for name, is_dir in self.fs.entries("")
                        if name not in self.ignore and self._keep(name, is_dir)})
 
-    def _list_entries(self) -> dict[str, bool]:
-        """Every entry, its kind from the directory itself (``d_type``), filtered in Python."""
-        with os.scandir(self.root) as found:
-            return self._kept(found)
+    def _list(self, pattern: re.Pattern[str] | None, pause: Callable[[], None] | None = None) -> dict[str, bool]:
+        """Every entry the candidates keep, its kind from the directory itself (``d_type``).
 
-    def _list_names(self, pattern: re.Pattern[str]) -> dict[str, bool]:
-        """The same, with the names filtered by the layouts' name patterns in C first.
-
-        Beside a million unrelated files it takes two thirds of the time of
-        :meth:`_list_entries`, in the same constant memory (``os.listdir``
-        would hold every name at once); the entries kept still say their kind.
+        With ``pattern`` (the layouts' name patterns), names are filtered in C
+        first: beside a million unrelated files that takes two thirds of the
+        time. ``pause`` runs between slices of the directory (a background
+        listing lets the engine thread have the interpreter there).
         """
-        with os.scandir(self.root) as found:
-            for_names, for_entries = itertools.tee(found)
-            return self._kept(itertools.compress(for_entries, map(pattern.search, map(_entry_name, for_names))))
+        search = pattern.search if pattern is not None else None
+        entries: dict[str, bool] = {}
+        for found in matching_entries(self.root, search, pause):
+            entries.update(self._kept(found))
+        return entries
 
     def _kept(self, found: Iterable[os.DirEntry[str]]) -> dict[str, bool]:
         entries: dict[str, bool] = {}
@@ -185,10 +231,15 @@ class DirIndex:
                 entries[entry.name] = is_dir
         return entries
 
-    def refresh(self, names: Iterable[str]) -> None:
-        """Look again at these names only (they were hinted by notifications)."""
+    def refresh(self, names: Iterable[str], *, hinted: bool = True) -> None:
+        """Look again at these names only: they were hinted by notifications, or (``hinted=False``)
+        the engine looks at fixed names while the first listing runs, which is no change."""
+        if self._background is not None and hinted:
+            names = list(names)
+            self._background.hinted.update(names)
         for name in names:
-            self._moved = True  # DIR is no longer as the watcher found it
+            if hinted:
+                self._moved = True  # DIR is no longer as the watcher found it
             name = name.split("/", 1)[0]  # from a watch deeper down: the top-level entry it is in
             if name in self.ignore or not name:
                 continue
@@ -216,6 +267,62 @@ class DirIndex:
     def dirs(self, limit: int) -> list[str]:
         """Up to ``limit`` subdirectories, whatever their names (for an undecided layout)."""
         return sorted(name for name, is_dir in self._entries.items() if is_dir)[:limit]
+
+
+#: Entries read from a directory between two pauses of a background listing (a millisecond or two).
+_SLICE = 4096
+
+
+def matching_entries(
+    folder: str, search: Callable[[str], object] | None = None, pause: Callable[[], None] | None = None,
+) -> Iterator[list[os.DirEntry[str]]]:
+    """The entries of ``folder`` whose name ``search`` accepts (all without it), a slice at a time.
+
+    Constant memory whatever the size of the folder; the names are tested in
+    C. ``pause`` runs after each slice.
+    """
+    with os.scandir(folder) as found:
+        while True:
+            entries = list(itertools.islice(found, _SLICE))
+            if not entries:
+                return
+            yield entries if search is None else list(itertools.compress(entries, map(search, map(_entry_name, entries))))
+            if pause is not None:
+                pause()
+
+
+def let_others_run() -> None:
+    """Release the interpreter for a moment.
+
+    A thread reading a directory in C holds it nearly all the time and gives
+    it back for each ``readdir`` only to take it again at once: the engine
+    thread, waiting for it to handle a notification, would wait for the
+    whole listing.
+    """
+    time.sleep(0.0005)
+
+
+class _BackgroundListing:
+    """One full listing of DIR running on its own thread, and what it found."""
+
+    def __init__(self, lister: Callable[[], dict[str, bool]], mtime: int, done: Callable[[], None]) -> None:
+        self.mtime = mtime
+        self.started = time.time_ns()
+        self.entries: dict[str, bool] | None = None
+        self.error: OSError | None = None
+        #: Names hinted while it ran: the listing may have read them before they changed.
+        self.hinted: set[str] = set()
+        self.thread = threading.Thread(target=self._run, args=(lister, done), name="first listing", daemon=True)
+        self.thread.start()
+
+    def _run(self, lister: Callable[[], dict[str, bool]], done: Callable[[], None]) -> None:
+        try:
+            self.entries = lister()
+            hold_point("first-listing")
+        except OSError as exc:
+            self.error = exc
+        finally:
+            done()
 
 
 def _name_filter(candidates: list[type[Layout]]) -> re.Pattern[str] | None:

@@ -37,6 +37,7 @@ from .delivery.environment import listener_environment
 from .delivery.listeners import ListenerError, ListenerSpec, discover
 from .delivery.reaper import Reaper, become_subreaper
 from .delivery.runner import close_inherited_fds
+from .delivery.stopfile import remove_torn_temp_files
 from .sources.watch import InotifyWatcher, ObserverWatcher, Waker, Watcher
 from .staleness import Staleness
 from .urls import is_url
@@ -337,14 +338,16 @@ class Session:
         self._problems_seen: set[str] = set()
         self._said_undecided = False
         self._said_unclaimed = False
+        self._ready_said = False
         ignore = frozenset(
             os.path.basename(path)
             for path in (self.config.state_path, self.config.stop_path)
             if os.path.dirname(path) == self.dir
         )
-        candidates = [layouts.layout_class(n) for n in layouts.names()]
         if self.config.layout != "auto":
             candidates = [layouts.layout_class(self.config.layout.partition(":")[0])]
+        else:
+            candidates = [layouts.layout_class(n) for n in layouts.names()]
         self.index = DirIndex(self.dir, candidates, ignore, engine.access)
         #: Back-off while an object store cannot be asked (a URL DIR only).
         self.outage: Outage | None = None
@@ -366,6 +369,7 @@ class Session:
 
     def startup(self) -> None:
         config = self.config
+        self._started_ns = time.time_ns() - 1_000_000_000  # a second early: file times are coarse
         try:
             self.journal = Journal(config.state_path)
         except JournalBusy as exc:
@@ -377,8 +381,6 @@ class Session:
         if self.journal.dropped_lines:
             emit("info", f"journal: dropped {self.journal.dropped_lines} torn or unreadable line(s) "
                  "(a crash mid-write); continuing", logging.WARNING)
-        if not is_url(config.stop_path):
-            _remove_torn_stop_files(config.stop_path)
         pins = os.path.join(config.state_path, "pins") if config.pin else None
         if pins is not None:
             shutil.rmtree(pins, ignore_errors=True)  # pins of a crashed session
@@ -461,7 +463,11 @@ class Session:
             everything, hints = waker.take()
             reason = self.should_exit()
             try:
-                if everything or reason:
+                if self.index.listing_pending:
+                    self.index.merge_listing()
+                if first and self.watcher is not None and not reason:
+                    self._first_look(hints)
+                elif everything or reason:
                     self.index.relist()
                     if everything and not first and not reason:
                         self.hub.rescanned("relist")
@@ -480,12 +486,14 @@ class Session:
                     self.index.everything_changed()
                 elif hints:
                     self.index.refresh(hints)
-                self.scan()
+                looked = self.scan()
                 if self.outage is not None:
                     self._polled()
-                if first:
-                    first = False
+                first = False
+                if looked and not self._ready_said:
+                    self._ready_said = True
                     self._say_ready()
+                    self._remove_torn_stop_files()
                 self._check_stale()
             except (FileNotFoundError, NotADirectoryError):
                 return "dir-gone"
@@ -523,6 +531,30 @@ class Session:
             collector.collect()
             timeout = self._wait_timeout()
         return waker.wait(timeout)
+
+    def _remove_torn_stop_files(self) -> None:
+        """Temp files of a stop file that a crash cut off, removed on a thread once the watcher is ready.
+
+        Beside a million files this lists DIR for a second: never on the way
+        to the first look. Only files older than the session: the clock of
+        file times is coarse, and a stop file this session writes is kept.
+        """
+        if not is_url(self.config.stop_path):
+            threading.Thread(target=remove_torn_temp_files, args=(self.config.stop_path, self._started_ns),
+                             name="torn stop files", daemon=True).start()
+
+    def _first_look(self, hints: set[str]) -> None:
+        """List DIR whole on a thread, and look at once at the names where commits are recorded.
+
+        The watch is already set, so nothing that changes meanwhile is lost;
+        beside a million files, the listing takes a second or more, and a
+        layout with fixed markers (:meth:`_layout_before_listing`) serves
+        commits before it is done.
+        """
+        self.index.relist_in_background(self.engine.waker.wake)
+        markers = {name for cls in self.index.candidates for name in cls.fixed_markers}
+        self.index.refresh(markers, hinted=False)
+        self.index.refresh(hints)
 
     def _polled(self) -> None:
         """A look at an object store worked: the outage (if any) is over; its cost in the debug log."""
@@ -590,15 +622,24 @@ class Session:
             emit("info", f"native notifications stopped ({why}); scanning every 1 s from now on", logging.ERROR)
         return None
 
-    def scan(self) -> None:
-        """Turn what the index says of DIR into events, and narrow the watches."""
+    def scan(self) -> bool:
+        """Turn what the index says of DIR into events, and narrow the watches.
+
+        False when it did not look: the first listing still runs, and what
+        was there before cannot be known without it.
+        """
+        if self.index.listing_pending:
+            layout = self._layout_before_listing()
+            if layout is None:
+                return False
+        else:
+            layout = self._current_layout()
         self.stats["scans"] += 1
-        layout = self._current_layout()
         if layout is None:
             self.start_pending = False  # nothing recognisable was there at the start
             if self.watcher is not None:
                 self.watcher.watch_subdirs(self.index.dirs(_UNDECIDED_WATCHES))
-            return
+            return True
         observation = layout.scan(self.index.view(type(layout)))
         if self.start_pending:
             self.start_pending = False
@@ -630,6 +671,24 @@ class Session:
             self.index.narrow(type(layout))
         if self.watcher is not None and self.watcher.watch_subdirs(observation.watch):
             self.engine.waker.wake()  # a new watch may have missed what came before it
+        return True
+
+    def _layout_before_listing(self) -> Layout | None:
+        """The layout that may serve notifications while the first listing runs; None: wait for it.
+
+        Only a layout that records every commit at fixed names can: a look at
+        them finds each commit the listing would, so ``--start-from``, the
+        journal's resume and step order hold as after a full listing. Under
+        auto-detection it must also be the layout the listing would choose:
+        the first in precedence, recognised by those names alone.
+        """
+        if not self.layout_fixed:
+            first = layouts.layout_class(layouts.names()[0])
+            if first not in self.index.candidates or not first.detect(self.index.peek(first)):
+                return None
+            self._current_layout()
+        layout = self.layout
+        return layout if layout is not None and type(layout).fixed_markers else None
 
     def _tell_hub(self, event: Event) -> None:
         """Saves seen starting and commits, for the reporters (once the event's listeners started)."""
@@ -758,18 +817,3 @@ def _exited(status: int) -> str:
         except ValueError:
             pass
     return f"exited {status}"
-
-
-def _remove_torn_stop_files(stop_file: str) -> None:
-    """Temp files of a stop file whose rename a crash cut off (the request is journaled as owed)."""
-    folder, base = os.path.split(stop_file)
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return
-    for name in names:
-        if name.startswith(f".{base}.") and len(name) > len(base) + 2:
-            try:
-                os.unlink(os.path.join(folder, name))
-            except OSError:
-                pass

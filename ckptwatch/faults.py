@@ -6,7 +6,14 @@ journal record, in the middle of one record). ``CKPTWATCH_TEST_CRASH_AT=NAME``
 when it reaches that point, exactly as ``kill -9`` would. Unset, a crash
 point costs one comparison.
 
-Points: ``event-queued`` (an event journaled, no listener started yet),
+``CKPTWATCH_TEST_HOLD=NAME:PATH`` makes the thread that reaches hold point
+NAME create ``PATH.reached`` and wait there while PATH exists (the test
+deletes it to let go): what happens meanwhile, outside the held thread, is
+then in the test's hands.
+Hold points: ``first-listing`` (the first full listing has read DIR and is
+not handed over yet).
+
+Crash points: ``event-queued`` (an event journaled, no listener started yet),
 ``run-spawned`` (a listener started, its process group not journaled),
 ``run-exited`` (a listener exited, its outcome not journaled), ``journal-record``
 (half a journal line written), ``stop-file-rename`` (stop file written to its
@@ -18,9 +25,10 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 
-__all__ = ["POINTS", "armed", "crash_point", "die"]
+__all__ = ["POINTS", "armed", "crash_point", "die", "hold_point"]
 
 POINTS = ("event-queued", "run-spawned", "run-exited", "journal-record", "stop-file-rename", "observer-dies")
 
@@ -51,3 +59,15 @@ def crash_point(name: str, before: Callable[[], None] | None = None) -> None:
 def die() -> None:
     """What kill -9 does: no cleanup, no flush."""
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+_hold_name, _, _hold_path = os.environ.get("CKPTWATCH_TEST_HOLD", "").partition(":")
+
+
+def hold_point(name: str) -> None:
+    """Wait here while the hold file exists, when this point is held."""
+    if _hold_name == name and os.path.exists(_hold_path):
+        with open(_hold_path + ".reached", "w"):
+            pass  # the test can wait for this instead of guessing
+        while os.path.exists(_hold_path):
+            time.sleep(0.01)

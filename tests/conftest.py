@@ -125,7 +125,7 @@ class Watch:
                         return record
                 left = deadline - time.monotonic()
                 if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
-                    raise AssertionError(f"no matching log line; got:\n" + "\n".join(self.lines[-40:]))
+                    raise AssertionError(f"no matching log line; got:\n" + "\n".join(self.lines[-40:]) + f"\nexit: {self.proc.poll()}")
                 self._changed.wait(min(left, 0.2))
 
     def wait_ready(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import stat
 import tempfile
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,3 +91,20 @@ def test_umask_027_gives_the_directory_group_alone(shared, tmp_path, env):
     assert _reason(_read_as(stop, NOBODY, SHARED_GID)) == "stop: enough for today"
     refused = _read_as(stop, NOBODY, NOBODY)
     assert refused.returncode != 0 and "Permission denied" in refused.stderr
+
+
+def test_torn_temp_files_of_a_crash_are_removed_and_a_write_under_way_is_kept(tmp_path):
+    from ckptwatch.delivery.stopfile import remove_torn_temp_files
+
+    stop = tmp_path / "ckptwatch.stop"
+    stop.write_text("{}")
+    torn = tmp_path / ".ckptwatch.stop.k2j4_x"
+    torn.write_text("{")
+    os.utime(torn, (time.time() - 60, time.time() - 60))
+    under_way = tmp_path / ".ckptwatch.stop.a8d0ss"
+    under_way.write_text("{")
+    other = tmp_path / ".ckptwatch.stopper"
+    other.write_text("")
+    os.utime(other, (time.time() - 60, time.time() - 60))
+    remove_torn_temp_files(str(stop), time.time_ns() - 10_000_000_000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([stop.name, under_way.name, other.name])

@@ -20,16 +20,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from typing import Any
 
+from ..dirindex import let_others_run, matching_entries
 from ..faults import crash_point
 from ..integrations.stopfile import STOP_FILE_NAME, StopRequest, read_stop_file, stop_requested
 from ..urls import is_url
 
 __all__ = [
-    "STOP_FILE_NAME", "StopRequest", "file_mode", "read_stop_file", "stop_requested", "write_stop_file",
-    "write_stop_url",
+    "STOP_FILE_NAME", "StopRequest", "file_mode", "read_stop_file", "remove_torn_temp_files", "stop_requested",
+    "write_stop_file", "write_stop_url",
 ]
 
 
@@ -47,7 +49,7 @@ def write_stop_file(path: str, request: StopRequest, storage_options: dict[str, 
     os.makedirs(directory, exist_ok=True)
     import tempfile  # rarely needed: not at every start
 
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), dir=directory)
     try:
         _share(fd, directory)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -67,6 +69,32 @@ def write_stop_file(path: str, request: StopRequest, storage_options: dict[str, 
 
 #: Seconds between attempts at a stop file's PUT while the store is unavailable.
 URL_RETRIES = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def _temp_prefix(path: str) -> str:
+    return "." + os.path.basename(path) + "."
+
+
+def remove_torn_temp_files(path: str, older_than_ns: int) -> None:
+    """Temp files of the stop file whose rename a crash cut off (the request is journaled as owed).
+
+    Only those older than ``older_than_ns``: a newer one is a write under way.
+    The names are matched in C as the directory is read, in constant memory,
+    and the reading pauses between slices: the stop file often sits in DIR
+    beside a million files, and this runs on a thread beside the engine's.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    torn = re.compile(re.escape(_temp_prefix(path)) + ".").match
+    try:
+        for entries in matching_entries(folder, torn, pause=let_others_run):
+            for entry in entries:
+                try:
+                    if entry.stat(follow_symlinks=False).st_mtime_ns < older_than_ns:
+                        os.unlink(entry.path)
+                except OSError:
+                    pass
+    except OSError:
+        return
 
 
 def write_stop_url(url: str, data: bytes, storage_options: dict[str, Any] | None = None) -> None:

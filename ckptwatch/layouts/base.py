@@ -58,6 +58,8 @@ class Listing:
     #: DIR as the watcher found it (nothing changed since its first listing): what is here
     #: was here before the watcher, not written while it watched.
     as_found: bool = True
+    #: False while the first full listing still runs: the names are those hinted or looked at so far.
+    complete: bool = True
 
     @classmethod
     def read(cls, root: str, ignore: frozenset[str] = frozenset(), fs: Access | None = None) -> Listing:
@@ -164,6 +166,11 @@ class Layout:
         # Bound straight to the access methods: a local stat is one call to os.lstat, no extra layer.
         self.stat = self.fs.stat  # type: ignore[method-assign]
         self.join = self.fs.join  # type: ignore[method-assign]
+
+    #: Top-level names where this layout records every commit, whatever else DIR holds
+    #: (TensorFlow's state file): a look at these alone finds each committed checkpoint, so
+    #: notifications are served while the first full listing of a big DIR still runs.
+    fixed_markers: ClassVar[tuple[str, ...]] = ()
 
     #: A regular expression (for ``re.search``) that every name ``interesting`` keeps
     #: matches, so a full listing can filter names in C; None: any name may be.

@@ -107,8 +107,10 @@ class TFLayout(Layout):
         self._floor: dict[str, int] = {}
         #: Files of prefixes above their floor when last seen: name -> (base, step, prefix).
         self._above: dict[str, tuple[str, int, str]] = {}
+        self._floor_found = False
 
     name_pattern_hint = r"\Acheckpoint\Z|\.tempstate|_temp\Z|-\d+\.(?:index|data-00000-of-\d{5})\Z"
+    fixed_markers = (STATE_FILE,)
 
     @classmethod
     def interesting(cls, name: str, is_dir: bool) -> bool:
@@ -166,8 +168,10 @@ class TFLayout(Layout):
             obs.committed = self._committed(listing, obs.problems)
             obs.committed += self._between_looks(listing, obs)
             obs.committed.sort(key=lambda c: c.step)
-        if last is None and listing.as_found:
-            self._first_floor()
+        if not self._floor_found and listing.complete:
+            self._floor_found = True  # the first look at all of DIR
+            if listing.as_found:
+                self._first_floor()
         obs.in_progress = _unique([*self._marks.values(), *self._starting()])
         self._last = obs
         return obs
