@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import threading
 import time
@@ -383,6 +382,8 @@ class Session:
                  "(a crash mid-write); continuing", logging.WARNING)
         pins = os.path.join(config.state_path, "pins") if config.pin else None
         if pins is not None:
+            import shutil  # with bz2 and lzma: only for --pin
+
             shutil.rmtree(pins, ignore_errors=True)  # pins of a crashed session
         access = self.engine.access
         self.context = RunContext(self.dir, config.stop_path, self.run_id, pin_dir=pins, role=self.engine.role,

@@ -53,7 +53,6 @@ Where training finds it (:func:`locate_progress`): the state dir given, else
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,7 +179,7 @@ def watcher_gone(progress: Progress) -> str | None:
     """
     if progress.ended:
         return f"its session ended ({progress.ended})"
-    if progress.pid is None or progress.host != socket.gethostname():
+    if progress.pid is None or progress.host != os.uname().nodename:  # socket.gethostname(), without socket
         return None
     if progress.pid_ns is None or progress.pid_ns != own_pid_namespace():
         return None

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import time
 from collections import OrderedDict, deque
@@ -66,7 +65,7 @@ class ProgressReporter(Reporter):
                 "version": PROGRESS_VERSION,
                 "run_id": facts.run_id,
                 "pid": facts.pid,
-                "host": socket.gethostname(),
+                "host": os.uname().nodename,  # what socket.gethostname() says, without importing socket
                 "pid_ns": own_pid_namespace(),
                 "dir": facts.dir,
                 "stop_file": facts.stop_file,
