@@ -172,7 +172,7 @@ class DirIndex:
         Raises what the listing raised (FileNotFoundError: DIR is gone).
         """
         background = self._background
-        if background is None or background.thread.is_alive():
+        if background is None or not background.finished:
             return False
         self._background = None
         if background.error is not None:
@@ -312,6 +312,7 @@ class _BackgroundListing:
         self.error: OSError | None = None
         #: Names hinted while it ran: the listing may have read them before they changed.
         self.hinted: set[str] = set()
+        self.finished = False
         self.thread = threading.Thread(target=self._run, args=(lister, done), name="first listing", daemon=True)
         self.thread.start()
 
@@ -322,6 +323,7 @@ class _BackgroundListing:
         except OSError as exc:
             self.error = exc
         finally:
+            self.finished = True  # before done(): the engine may look the moment it is woken
             done()
 
 

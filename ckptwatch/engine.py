@@ -338,6 +338,7 @@ class Session:
         self._said_undecided = False
         self._said_unclaimed = False
         self._ready_said = False
+        self._said_others = False
         ignore = frozenset(
             os.path.basename(path)
             for path in (self.config.state_path, self.config.stop_path)
@@ -667,7 +668,7 @@ class Session:
                          "a new run or a resume")
                 previous = event.step
             self._say_event(event, count)
-        if observation.committed and not self.layout_fixed:
+        if observation.committed and not self.layout_fixed and not self.index.listing_pending:
             self.layout_fixed = True
             self.index.narrow(type(layout))
         if self.watcher is not None and self.watcher.watch_subdirs(observation.watch):
@@ -740,10 +741,13 @@ class Session:
         name, why = found[0]
         if self.layout is None or self.layout.name != name:
             self._use_layout(name, f"detected: {why}", fixed=False)
-            if len(found) > 1:
-                others = "; ".join(f"{n} ({w})" for n, w in found[1:])
-                emit("info", f"DIR also looks like: {others}. {name} comes first; pass --layout NAME to choose",
-                     logging.WARNING, candidates=[n for n, _ in found])
+            self._said_others = False
+        # Said once the first listing is in (a layout decided before it cannot know the rest of DIR).
+        if len(found) > 1 and not self._said_others and not self.index.listing_pending:
+            self._said_others = True
+            others = "; ".join(f"{n} ({w})" for n, w in found[1:])
+            emit("info", f"DIR also looks like: {others}. {name} comes first; pass --layout NAME to choose",
+                 logging.WARNING, candidates=[n for n, _ in found])
         return self.layout
 
     def _say_unclaimed(self) -> None:

@@ -142,3 +142,23 @@ def test_dir_deleted_while_the_first_listing_runs_ends_the_session(ckpt, tmp_pat
     w.wait_ready()
     w.send(signal.SIGTERM)
     assert w.wait_exit() == 0
+
+
+def test_what_else_dir_looks_like_is_said_once_the_listing_is_in(ckpt, tmp_path, watch, records_path):
+    """Steps: a TF state file and a Trainer checkpoint-1/ side by side; auto-detection with the
+    first listing held; the listing is let go.
+    Result: TF (first in precedence) serves step 1 while it is held; once the listing is in,
+    the log says DIR also looks like hf, once."""
+    write_listener(tmp_path / "l", "rec", events="after_save")
+    _tf_commit(ckpt, 1)
+    hf_save(ckpt, 1)
+    hold, hold_env = _hold(tmp_path)
+    w = watch(str(ckpt), "-l", str(tmp_path / "l"), extra_env=hold_env)
+    w.wait_run("rec", "after_save", 1)
+    assert not any("also looks like" in r.get("msg", "") for r in w.records)
+    hold.unlink()
+    w.wait_for(lambda r: "DIR also looks like: hf" in r.get("msg", ""))
+    w.send(signal.SIGTERM)
+    assert w.wait_exit() == 0
+    assert sum("also looks like" in r.get("msg", "") for r in w.records) == 1
+    assert [Path(r["stdin"]["checkpoint"]).name for r in read_records(records_path)] == ["model.ckpt-1"]
