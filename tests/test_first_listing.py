@@ -162,3 +162,28 @@ def test_what_else_dir_looks_like_is_said_once_the_listing_is_in(ckpt, tmp_path,
     assert w.wait_exit() == 0
     assert sum("also looks like" in r.get("msg", "") for r in w.records) == 1
     assert [Path(r["stdin"]["checkpoint"]).name for r in read_records(records_path)] == ["model.ckpt-1"]
+
+
+def test_a_restart_resumes_from_the_journal_before_the_listing_is_in(ckpt, tmp_path, watch, records_path):
+    """Steps: a session delivers steps 1-2 and ends; steps 3-4 commit while no watcher runs; a
+    new session starts with its first listing held.
+    Result: the journal holds: steps 3 and 4 are delivered, in order, while the listing is
+    held, and nothing of steps 1-2 again."""
+    write_listener(tmp_path / "l", "rec", events="after_save")
+    args = (str(ckpt), "-l", str(tmp_path / "l"), "--state-dir", str(tmp_path / "state"))
+    _tf_commit(ckpt, 1)
+    _tf_commit(ckpt, 1, 2)
+    first = watch(*args)
+    first.wait_run("rec", "after_save", 2)
+    first.send(signal.SIGTERM)
+    assert first.wait_exit() == 0
+    _tf_commit(ckpt, 1, 2, 3)
+    _tf_commit(ckpt, 1, 2, 3, 4)
+    hold, hold_env = _hold(tmp_path)
+    second = watch(*args, extra_env=hold_env)
+    second.wait_run("rec", "after_save", 4)
+    assert hold.exists()
+    hold.unlink()
+    second.send(signal.SIGTERM)
+    assert second.wait_exit() == 0
+    assert [r["stdin"]["step"] for r in read_records(records_path)] == [1, 2, 3, 4]
