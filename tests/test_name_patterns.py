@@ -50,4 +50,4 @@ def test_a_listing_by_names_finds_what_a_listing_by_entries_finds(tmp_path):
     for cls in HINTED:
         index = DirIndex(str(tmp_path), [cls])
         assert index._name_filter is not None
-        assert index._list_names(index._name_filter) == index._list_entries(), cls.name
+        assert index._list(index._name_filter) == index._list(None), cls.name
