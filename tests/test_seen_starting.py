@@ -64,6 +64,15 @@ WRITTEN: dict[str, tuple[Callable[[Path], object], str, str | None]] = {
 WRITER_STEPS = [10, 20, 30]
 
 
+def between_two_tf_files(ops: list[tuple[str, str, int]], k: int) -> bool:
+    """After op k, a TF1 unsharded save shows only its data file: BundleWriter::Finish renamed
+    it from its .tempstate and creates the .index's next, microseconds later. The index keeps
+    no data file (one name per checkpoint: the .index), so detection cannot tell TF by it; a
+    watcher that looked at the .tempstate (a second or more before) chose TF already."""
+    events, path, _ = ops[k]
+    return events == "MOVED_TO" and ".data-" in path and k + 1 < len(ops) and ".index.tempstate" in ops[k + 1][1]
+
+
 def ops_of(steps: list[Step]) -> list[tuple[str, str, int]]:
     return [s for s in steps if not isinstance(s, Saved)]
 
@@ -158,6 +167,8 @@ def test_any_look_during_a_first_save_under_auto_detection_announces_it(name, tm
     end = commit_ops(steps, spec, one_file, tmp_path / "commits", absolute)[target.step]
     assert end > start
     for k in range(start, end):
+        if between_two_tf_files(ops, k):
+            continue
         looker = Looker(tmp_path / f"k{k}", "auto", absolute)
         try:
             assert looker.look() == []
@@ -248,12 +259,18 @@ def test_detection_from_the_first_file_of_a_first_save(name, tmp_path):
     index.relist()
     replayer = Replayer(root, absolute_state_paths=absolute)
     filed = False
+    moving: set[str] = set()  # a rename's source: refreshed with its target, once it is done
     try:
-        for op in ops[:end + 1]:
+        for k, op in enumerate(ops[:end + 1]):
             replayer.apply(*op)
-            index.refresh({op[1].removeprefix("./").split("/", 1)[0]})
+            top = op[1].removeprefix("./").split("/", 1)[0]
+            if op[0] == "MOVED_FROM":
+                moving.add(top)
+                continue
+            index.refresh({top, *moving})
+            moving.clear()
             filed = filed or (own(name_of(first), op[1]) and "ISDIR" not in op[0])
-            if filed:
+            if filed and not between_two_tf_files(ops, k):
                 assert _detected(index) == layout, f"{name}: not detected after {op}"
     finally:
         replayer.close()

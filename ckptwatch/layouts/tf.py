@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
+from itertools import islice
 
 from .access import Access
 from .base import Checkpoint, Layout, Listing, Observation, SaveInProgress
@@ -31,10 +32,14 @@ __all__ = ["TFLayout", "parse_state_file"]
 STATE_FILE = "checkpoint"
 _PATH_LINE = re.compile(rb'^\s*(model_checkpoint_path|all_model_checkpoint_paths)\s*:\s*"((?:[^"\\]|\\.)*)"\s*$')
 _STEP = re.compile(r"-(\d+)$")
+#: How many ``.index`` files detection checks for their data file.
+_DETECT_LOOKS = 8
 _TEMP_DIR = re.compile(r"^(.+-(\d+))_temp$")
 _TEMP_FILE = re.compile(r"^(.+-(\d+))\.(?:data-\d{5}-of-\d{5}|index)\.tempstate\d+$")
 #: A prefix's own files, under their final names: ``BASE-N.index``, ``BASE-N.data-00000-of-00001``.
 _PREFIX_FILE = re.compile(r"^(.+)-(\d+)\.(?:index|data-\d{5}-of-\d{5})$")
+#: The ones the index keeps (the .index: one name per checkpoint); a quick test, per name of a listing.
+_KEPT_PREFIX_FILE = re.compile(r".-\d+\.index\Z")
 _ESCAPES = {b"n": b"\n", b"t": b"\t", b"r": b"\r", b'"': b'"', b"'": b"'", b"\\": b"\\"}
 
 
@@ -109,19 +114,17 @@ class TFLayout(Layout):
         self._above: dict[str, tuple[str, int, str]] = {}
         self._floor_found = False
 
-    name_pattern_hint = r"\Acheckpoint\Z|\.tempstate|_temp\Z|-\d+\.(?:index|data-00000-of-\d{5})\Z"
+    name_pattern_hint = r"\Acheckpoint\Z|\.tempstate|_temp\Z|-\d+\.index\Z"
     fixed_markers = (STATE_FILE,)
 
     @classmethod
     def interesting(cls, name: str, is_dir: bool) -> bool:
-        # A prefix's .index and first data shard too: a look at everything (and
-        # detection) finds a save under way by them. A look after a notification reads
-        # only the names it hints at, so 10,000 checkpoints cost it nothing.
+        # A prefix's .index too (one name per checkpoint, not its data shards): a look at
+        # everything (and detection) finds a save under way by it. A look after a
+        # notification reads only the names it hints at, so 10,000 checkpoints cost it nothing.
         if is_dir:
             return name.endswith("_temp")
-        if name == STATE_FILE or ".tempstate" in name:
-            return True
-        return (name.endswith(".index") or ".data-00000-of-" in name) and bool(_PREFIX_FILE.match(name))
+        return name == STATE_FILE or ".tempstate" in name or _KEPT_PREFIX_FILE.search(name) is not None
 
     @classmethod
     def only_a_part(cls, name: str) -> bool:
@@ -146,9 +149,11 @@ class TFLayout(Layout):
         for name in listing.files:
             if ".tempstate" in name and _TEMP_FILE.match(name):
                 return f"save file {name} being written"  # an unsharded save's first file
-        for name in listing.files:
-            if ".data-00000-of-" in name and _PREFIX_FILE.match(name):
-                return f"checkpoint data file {name}"  # a TensorFlow bundle's name, even without its .index yet
+        bundles = (n for n in listing.files if n.endswith(".index") and _PREFIX_FILE.match(n))
+        for name in islice(bundles, _DETECT_LOOKS):  # a TensorFlow bundle: the .index and its data
+            data = name[: -len(".index")] + ".data-00000-of-00001"
+            if listing.access.stat(data) is not None:
+                return f"checkpoint files {name} and {data}"
         return None
 
     def scan(self, listing: Listing) -> Observation:
@@ -195,13 +200,13 @@ class TFLayout(Layout):
                 self._marks[name] = SaveInProgress(int(match.group(2)), match.group(1))
 
     def _look_at_prefixes(self, listing: Listing, full: bool) -> None:
-        """Files of prefixes above their floor: a full look reads the names the index keeps
-        (``.index`` and the first data shard); a hinted look only the hinted names (another
-        shard is not in the index: one ``lstat``, and only above the floor)."""
+        """Files of prefixes above their floor: a full look reads the ``.index`` names the
+        index keeps; a hinted look only the hinted names (a data shard is not in the index:
+        one ``lstat``, and only above the floor)."""
         if full:
             self._above = {}
             for name in listing.files:
-                match = _PREFIX_FILE.match(name) if name[-1:].isdigit() or name.endswith(".index") else None
+                match = _PREFIX_FILE.match(name) if name.endswith(".index") else None
                 if match and int(match.group(2)) > self._floor.get(match.group(1), -1):
                     self._above[name] = _prefix_of(match)
             return
