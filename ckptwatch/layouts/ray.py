@@ -93,6 +93,8 @@ class RayLayout(EntryLayout):
     starts = "checkpoint_<timestamp>/ not yet in the snapshot"
     commits = "checkpoint_manager_snapshot.json (written in place) lists it"
     object_store = "the snapshot object lists it (the same rule)"
+    #: The snapshot lists every kept checkpoint with its metrics: past 1 MiB at about 10,000 of them.
+    max_marker_bytes = 256 << 20
 
     def __init__(self, root: str, argument: str | None = None, fs: Access | None = None) -> None:
         super().__init__(root, argument, fs)
