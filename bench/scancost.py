@@ -12,7 +12,9 @@ timed as the engine handles them:
   save its ``before_save`` (``observed``);
 - ``commit``: the looks from the commit until its ``after_save`` (the hinted
   look, plus the second looks a layout asks for with ``recheck``: a file
-  written in place must stay unchanged for a moment, as the engine waits);
+  written in place must stay unchanged for a moment, as the engine waits;
+  ``--recheck`` says how the engine takes that second look: ``hinted``, at
+  what asked for it, since f06aa16; ``everything``, every marker, before);
 - ``full listing``: listing DIR whole (at the start, after an inotify
   overflow, on a poll tick after DIR changed).
 
@@ -60,7 +62,7 @@ class Watcher:
         self.tracker.begin()
 
     def look(self, hints: set[str] | None):
-        """One look: at the hinted names, or (None) at everything, as a recheck timer does."""
+        """One look: at the hinted names (an empty set: none new), or (None) at everything."""
         t0 = time.perf_counter()
         if hints is None:
             self.index.everything_changed()
@@ -83,7 +85,7 @@ class Watcher:
         return delivered
 
 
-def one_save(w: Watcher, saves: Saves) -> dict:
+def one_save(w: Watcher, saves: Saves, recheck: str = "hinted") -> dict:
     step = saves.next_step()
     out = {"start_ms": None, "commit_ms": 0.0, "looks": 0, "observed": False, "delivered": False,
            "problems": []}
@@ -99,7 +101,8 @@ def one_save(w: Watcher, saves: Saves) -> dict:
             if obs.recheck is None:
                 break
             time.sleep(obs.recheck)
-        ms, obs, events = w.look(hints if out["looks"] == 0 else None)
+        second = set() if recheck == "hinted" else None
+        ms, obs, events = w.look(hints if out["looks"] == 0 else second)
         out["commit_ms"] += ms
         out["looks"] += 1
         out["problems"] += obs.problems
@@ -122,11 +125,11 @@ def median_ms(fn, reps: int) -> float:
     return statistics.median(times)
 
 
-def measure(layout: str, saves: Saves, root: Path, files: int, reps: int) -> dict:
+def measure(layout: str, saves: Saves, root: Path, files: int, reps: int, recheck: str = "hinted") -> dict:
     checkpoints = len(saves.steps)
     w = Watcher(saves.spec, root)
     initial = w.start()
-    runs = [one_save(w, saves) for _ in range(reps)]
+    runs = [one_save(w, saves, recheck) for _ in range(reps)]
     starts = [r["start_ms"] for r in runs if r["start_ms"] is not None]
     return {
         "layout": layout, "spec": saves.spec, "checkpoints": checkpoints, "files": files,
@@ -201,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoints", default="100,1000,10000")
     parser.add_argument("--files", default="0,100000", help="unrelated empty files beside them")
     parser.add_argument("--reps", type=int, default=20, help="new saves timed per size")
+    parser.add_argument("--recheck", choices=("hinted", "everything"), default="hinted",
+                        help="a layout's second look, as the engine takes it: at what asked for it "
+                             "(since f06aa16), or at every marker (before; the figures of "
+                             "bench/figures/scancost-before.json)")
     parser.add_argument("--out", help="write the rows (and the machine) as JSON here")
     parser.add_argument("--before", help="a JSON of an earlier run (--out): its figures beside each row")
     parser.add_argument("--workdir", default=None, help="where DIR is made (default: the temp directory)")
@@ -221,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     meta = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": platform.node(), "cpus": os.cpu_count(),
             "python": sys.version.split()[0], "loadavg_start": os.getloadavg(), "reps": args.reps,
-            "code": code_version()}
+            "code": code_version(), "recheck": args.recheck}
     rows = []
     print(HEAD, flush=True)
     work = Path(tempfile.mkdtemp(prefix="ckptwatch-scancost-", dir=args.workdir))
@@ -234,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                 saves = SAVES[layout](root)
                 for n in sizes:
                     saves.bulk(n)
-                    row = measure(layout, saves, root, files, args.reps)
+                    row = measure(layout, saves, root, files, args.reps, args.recheck)
                     rows.append(row)
                     print(row_text(row, before.get((layout, row["checkpoints"], files))
                                    if args.before else None), flush=True)
